@@ -1,0 +1,3 @@
+"""Yespo event collector."""
+
+__version__ = "0.1.0"

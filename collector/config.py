@@ -1,0 +1,151 @@
+"""Settings: one frozen object, built once from the environment and CLI flags.
+
+This module is the only reader of ``os.environ``: everything else receives a
+`Settings`. Every limit has a name, a default and a reason next to it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import secrets
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import tzinfo
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+CONTACT_FIELDS = ("email", "phone", "externalCustomerId", "contactId", "contactKey", "pushToken")
+
+# The body cap must hold the documented minimum batch (500 events and 1 MB) with room to
+# spare; 4 MiB also fits 1000 typical orders for /api/v1/orders.
+DEFAULT_MAX_BODY_BYTES = 4 * 1024 * 1024
+# At least 500 events per batch is promised; 1000 matches Yespo's own Add-orders limit.
+DEFAULT_MAX_BATCH_EVENTS = 1000
+# messageId deduplication window: long enough to cover a client's retries across a day.
+DEFAULT_DEDUP_WINDOW_S = 24 * 3600
+# Spool bound: about 1 GB of typical 1 KB events; past it ingest answers 503 instead of
+# filling the disk.
+DEFAULT_SPOOL_MAX_EVENTS = 1_000_000
+
+
+class ConfigError(ValueError):
+    """A setting has a value the collector cannot use."""
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """Everything the collector can be told. See the README's configuration table."""
+
+    host: str = "127.0.0.1"
+    port: int = 8080
+    spool_url: str = "sqlite:///data/spool.db"
+    spool_sync: str = "full"
+    spool_max_events: int = DEFAULT_SPOOL_MAX_EVENTS
+    dedup_window_s: int = DEFAULT_DEDUP_WINDOW_S
+    api_keys: tuple[str, ...] = ()
+    yespo_api_url: str = "https://yespo.io/api"
+    yespo_api_key: str | None = None
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+    max_batch_events: int = DEFAULT_MAX_BATCH_EVENTS
+    timezone: str = "UTC"
+    key_value_order: tuple[str, ...] = CONTACT_FIELDS
+    identifying_params: tuple[str, ...] = ("email", "phone", "contactId", "contactKey", "pushToken")
+    check_order_total: bool = True
+    log_level: str = "info"
+    # Keys generated at start-up because none were configured (printed in the banner).
+    generated_key: bool = field(default=False, compare=False)
+
+    def __post_init__(self) -> None:
+        if self.spool_sync not in ("full", "normal"):
+            raise ConfigError(
+                f"COLLECTOR_SPOOL_SYNC must be 'full' or 'normal', got {self.spool_sync!r}"
+            )
+        for name in ("port", "spool_max_events", "max_body_bytes", "max_batch_events"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"{name} must be positive, got {getattr(self, name)}")
+        if self.max_batch_events < 500:
+            raise ConfigError("max_batch_events must be at least 500 (the documented batch size)")
+        if self.max_body_bytes < 1_000_000:
+            raise ConfigError("max_body_bytes must be at least 1 MB (the documented batch size)")
+        if self.dedup_window_s < 0:
+            raise ConfigError("dedup_window_s must be zero or positive")
+        for name in ("key_value_order", "identifying_params"):
+            unknown = [f for f in getattr(self, name) if f not in CONTACT_FIELDS]
+            if unknown or not getattr(self, name):
+                raise ConfigError(
+                    f"{name} takes a non-empty list of {', '.join(CONTACT_FIELDS)}; got {unknown}"
+                )
+        self.tz()  # fail at start-up, not on the first order
+
+    def tz(self) -> tzinfo:
+        try:
+            return ZoneInfo(self.timezone)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise ConfigError(f"COLLECTOR_TIMEZONE: unknown zone {self.timezone!r}") from exc
+
+    @property
+    def dry_run(self) -> bool:
+        """No Yespo key: events are validated and spooled, delivery only logs them."""
+        return not self.yespo_api_key
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str], **overrides: Any) -> Settings:
+        """Build settings from environment variables, then apply non-None overrides."""
+        values: dict[str, Any] = {}
+        for f in dataclasses.fields(cls):
+            spec = ENV.get(f.name)
+            if spec is None:
+                continue
+            raw = env.get(spec)
+            if raw is None or raw == "":
+                continue
+            values[f.name] = _parse(f.name, spec, raw)
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        if not values.get("api_keys"):
+            # A first run without keys still works: one key is made up and printed.
+            values["api_keys"] = (secrets.token_urlsafe(18),)
+            values["generated_key"] = True
+        return cls(**values)
+
+
+# Setting name -> environment variable.
+ENV: dict[str, str] = {
+    "host": "COLLECTOR_HOST",
+    "port": "COLLECTOR_PORT",
+    "spool_url": "COLLECTOR_SPOOL_URL",
+    "spool_sync": "COLLECTOR_SPOOL_SYNC",
+    "spool_max_events": "COLLECTOR_SPOOL_MAX_EVENTS",
+    "dedup_window_s": "COLLECTOR_DEDUP_WINDOW",
+    "api_keys": "COLLECTOR_API_KEYS",
+    "yespo_api_url": "YESPO_API_URL",
+    "yespo_api_key": "YESPO_API_KEY",
+    "max_body_bytes": "COLLECTOR_MAX_BODY_BYTES",
+    "max_batch_events": "COLLECTOR_MAX_BATCH_EVENTS",
+    "timezone": "COLLECTOR_TIMEZONE",
+    "key_value_order": "COLLECTOR_KEY_VALUE_ORDER",
+    "identifying_params": "COLLECTOR_IDENTIFYING_PARAMS",
+    "check_order_total": "COLLECTOR_CHECK_ORDER_TOTAL",
+    "log_level": "COLLECTOR_LOG_LEVEL",
+}
+
+_INT = {"port", "spool_max_events", "dedup_window_s", "max_body_bytes", "max_batch_events"}
+_LIST = {"api_keys", "key_value_order", "identifying_params"}
+_BOOL = {"check_order_total"}
+
+
+def _parse(name: str, var: str, raw: str) -> Any:
+    if name in _INT:
+        try:
+            return int(raw)
+        except ValueError:
+            raise ConfigError(f"{var} must be a whole number, got {raw!r}") from None
+    if name in _LIST:
+        return tuple(part.strip() for part in raw.split(",") if part.strip())
+    if name in _BOOL:
+        low = raw.strip().lower()
+        if low in ("1", "true", "yes", "on"):
+            return True
+        if low in ("0", "false", "no", "off"):
+            return False
+        raise ConfigError(f"{var} must be true or false, got {raw!r}")
+    return raw.strip()

@@ -1,0 +1,99 @@
+"""One exception tree for the collector.
+
+    CollectorError
+    ├── RequestError            the whole request is refused (-> 4xx)
+    │   ├── Unauthorized        missing or unknown key (-> 401)
+    │   ├── PayloadTooLarge     body or batch over its limit (-> 413)
+    │   └── BadRequest          body is not JSON, or not of the endpoint's shape (-> 400)
+    ├── SpoolError              the spool cannot take the events (-> 503 + Retry-After)
+    │   └── SpoolFull           the configured bound is reached
+    └── UpstreamError           Yespo did not take a request
+        ├── Retryable           5xx, 429, timeouts, connection errors: try again later
+        └── Rejected            400 and other refusals: dead-letter, never retry blindly
+
+A single bad event inside a batch is not an exception: normalization returns a list of
+`FieldError`s for it, and the good events beside it go on.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class FieldError:
+    """What is wrong with one field of one event.
+
+    `field` is a path into the event as the sender wrote it, e.g.
+    ``properties.items[0].cost`` or ``contact.email``; `message` says why.
+    """
+
+    field: str
+    message: str
+
+    def as_dict(self) -> dict[str, str]:
+        return {"field": self.field, "message": self.message}
+
+
+class CollectorError(Exception):
+    """Base of every error the collector raises on purpose."""
+
+
+class RequestError(CollectorError):
+    status_code = 400
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class Unauthorized(RequestError):
+    status_code = 401
+
+
+class PayloadTooLarge(RequestError):
+    status_code = 413
+
+
+class BadRequest(RequestError):
+    status_code = 400
+
+
+class SpoolError(CollectorError):
+    """The spool could not store events; nothing of the request was stored."""
+
+    def __init__(self, message: str, retry_after: int = 5) -> None:
+        super().__init__(message)
+        self.message = message
+        self.retry_after = retry_after
+
+
+class SpoolFull(SpoolError):
+    """The spool holds as many events as it is allowed to."""
+
+
+class UpstreamError(CollectorError):
+    """Yespo did not accept a request."""
+
+    def __init__(self, message: str, status: int | None = None, body: str = "") -> None:
+        super().__init__(message)
+        self.status = status
+        self.body = body
+
+
+class Retryable(UpstreamError):
+    """Temporary: 5xx, 429, timeouts, connection errors."""
+
+    def __init__(
+        self,
+        message: str,
+        status: int | None = None,
+        body: str = "",
+        retry_after: float | None = None,
+    ) -> None:
+        super().__init__(message, status, body)
+        self.retry_after = retry_after
+
+
+class Rejected(UpstreamError):
+    """Permanent for this payload: a 400 or another refusal."""
