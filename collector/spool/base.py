@@ -1,0 +1,135 @@
+"""The spool: where accepted events wait until Yespo has them.
+
+Guarantees every backend keeps (the contract suite in tests/test_spool_contract.py checks them):
+
+* `append` returns only after the events are committed: a crash after it returns loses
+  nothing. It stores all of the given entries or none of them.
+* An entry whose messageId came from the sender (``client_id``) is stored once per
+  deduplication window; a repeat is reported as a duplicate and not stored again.
+* The spool is bounded: past ``max_events`` waiting entries `append` raises `SpoolFull`
+  instead of dropping anything.
+* Entries come out of `lease` per ordering key in the order they were appended: a key's
+  next entry is not handed out while an earlier one of the same key is leased, waiting
+  for a retry, or pending. Other keys are not held back.
+* An entry leaves the spool only through `ack` (Yespo has it) or `dead_letter` (given up,
+  kept with its reason until an operator replays or purges it).
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+
+class EntryLike(Protocol):
+    """What `append` stores: `collector.normalize.Normalized` has these attributes."""
+
+    @property
+    def message_id(self) -> str: ...
+    @property
+    def client_id(self) -> bool: ...
+    @property
+    def kind(self) -> str: ...
+    @property
+    def key(self) -> str: ...
+    @property
+    def event_type(self) -> str: ...
+    @property
+    def event_time(self) -> int | None: ...
+    @property
+    def body(self) -> bytes: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    """One spooled entry as it comes back out."""
+
+    seq: int
+    message_id: str
+    kind: str
+    key: str
+    event_type: str
+    received_at: int  # epoch ms, when the collector accepted it
+    event_time: int | None  # epoch ms, the sender's timestamp
+    body: bytes
+    attempts: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    record: Record
+    reason: str  # a short cause, e.g. "rejected", "expired"
+    status: int | None  # Yespo's HTTP status, when there was one
+    detail: str  # Yespo's body or the error text
+    dead_at: int  # epoch ms
+
+
+@dataclass(frozen=True, slots=True)
+class SpoolStats:
+    depth: int  # entries waiting, leased ones included
+    in_flight: int  # entries under a lease
+    dead: int  # dead letters
+    oldest_received_at: int | None  # epoch ms of the oldest waiting entry
+
+
+class Spool(abc.ABC):
+    """Interface of every spool backend."""
+
+    #: How many waiting entries the spool takes before `append` raises `SpoolFull`.
+    max_events: int
+
+    @abc.abstractmethod
+    async def open(self) -> None:
+        """Create or open the storage. Called once before anything else."""
+
+    @abc.abstractmethod
+    async def close(self) -> None:
+        """Finish pending commits and release the storage."""
+
+    @abc.abstractmethod
+    async def append(self, entries: Sequence[EntryLike], received_at: int) -> list[bool]:
+        """Commit entries; return, per entry, True if stored or False if a duplicate.
+
+        Raises `SpoolFull` (nothing stored) when the bound would be passed, and
+        `SpoolError` when the storage fails.
+        """
+
+    @abc.abstractmethod
+    async def lease(self, limit: int, lease_ms: int, now: int) -> list[Record]:
+        """Hand out up to `limit` entries that may be sent now, oldest first.
+
+        Only the head of each key is eligible, and only when it is not leased and not
+        waiting for a retry. A lease expires after `lease_ms`; an expired lease makes the
+        entry eligible again (the sender of it crashed).
+        """
+
+    @abc.abstractmethod
+    async def ack(self, seqs: Sequence[int]) -> None:
+        """Yespo has these entries: remove them."""
+
+    @abc.abstractmethod
+    async def release(self, seqs: Sequence[int], not_before: int) -> None:
+        """Send these again, not before `not_before` (epoch ms); counts an attempt."""
+
+    @abc.abstractmethod
+    async def dead_letter(
+        self, seqs: Sequence[int], reason: str, status: int | None, detail: str, now: int
+    ) -> None:
+        """Give up on these entries: keep them aside with the reason."""
+
+    @abc.abstractmethod
+    async def pending(self, limit: int, after_seq: int = 0) -> list[Record]:
+        """Waiting entries in append order, without leasing them (operators, tests)."""
+
+    @abc.abstractmethod
+    async def dead_letters(self, limit: int) -> list[DeadLetter]:
+        """Dead letters, oldest first."""
+
+    @abc.abstractmethod
+    async def stats(self) -> SpoolStats: ...
+
+    @abc.abstractmethod
+    async def check(self) -> None:
+        """Raise `SpoolError` if the spool cannot take a write right now (readiness)."""

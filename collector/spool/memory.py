@@ -1,0 +1,114 @@
+"""In-memory spool: the reference behaviour for tests. Nothing survives a restart."""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+
+from ..errors import SpoolFull
+from .base import DeadLetter, EntryLike, Record, Spool, SpoolStats
+
+
+@dataclass(slots=True)
+class _Row:
+    record: Record
+    not_before: int = 0
+    lease_until: int = 0
+
+
+class MemorySpool(Spool):
+    def __init__(self, *, max_events: int, dedup_window_ms: int) -> None:
+        self.max_events = max_events
+        self._window = dedup_window_ms
+        self._rows: dict[int, _Row] = {}
+        self._by_key: dict[str, deque[int]] = {}
+        self._seen: dict[str, int] = {}
+        self._dead: list[DeadLetter] = []
+        self._seq = 0
+
+    async def open(self) -> None:
+        return None
+
+    async def close(self) -> None:
+        return None
+
+    async def append(self, entries: Sequence[EntryLike], received_at: int) -> list[bool]:
+        if len(self._rows) + len(entries) > self.max_events:
+            raise SpoolFull(f"spool holds {len(self._rows)} events, its bound is {self.max_events}")
+        cutoff = received_at - self._window
+        stored: list[bool] = []
+        for e in entries:
+            if e.client_id:
+                at = self._seen.get(e.message_id)
+                if at is not None and at >= cutoff:
+                    stored.append(False)
+                    continue
+                self._seen[e.message_id] = received_at
+            self._seq += 1
+            rec = Record(
+                self._seq, e.message_id, e.kind, e.key, e.event_type,
+                received_at, e.event_time, e.body,
+            )  # fmt: skip
+            self._rows[self._seq] = _Row(rec)
+            self._by_key.setdefault(e.key, deque()).append(self._seq)
+            stored.append(True)
+        return stored
+
+    async def lease(self, limit: int, lease_ms: int, now: int) -> list[Record]:
+        heads = []
+        for seqs in self._by_key.values():
+            row = self._rows[seqs[0]]
+            if row.lease_until <= now and row.not_before <= now:
+                heads.append(row)
+        heads.sort(key=lambda r: r.record.seq)
+        out = []
+        for row in heads[:limit]:
+            row.lease_until = now + lease_ms
+            out.append(row.record)
+        return out
+
+    def _remove(self, seq: int) -> _Row | None:
+        row = self._rows.pop(seq, None)
+        if row is not None:
+            seqs = self._by_key[row.record.key]
+            seqs.remove(seq)
+            if not seqs:
+                del self._by_key[row.record.key]
+        return row
+
+    async def ack(self, seqs: Sequence[int]) -> None:
+        for seq in seqs:
+            self._remove(seq)
+
+    async def release(self, seqs: Sequence[int], not_before: int) -> None:
+        for seq in seqs:
+            row = self._rows.get(seq)
+            if row is not None:
+                row.record = replace(row.record, attempts=row.record.attempts + 1)
+                row.not_before = not_before
+                row.lease_until = 0
+
+    async def dead_letter(
+        self, seqs: Sequence[int], reason: str, status: int | None, detail: str, now: int
+    ) -> None:
+        for seq in seqs:
+            row = self._remove(seq)
+            if row is not None:
+                self._dead.append(DeadLetter(row.record, reason, status, detail, now))
+
+    async def pending(self, limit: int, after_seq: int = 0) -> list[Record]:
+        return [r.record for s, r in self._rows.items() if s > after_seq][:limit]
+
+    async def dead_letters(self, limit: int) -> list[DeadLetter]:
+        return self._dead[:limit]
+
+    async def stats(self) -> SpoolStats:
+        oldest = next(iter(self._rows.values())).record.received_at if self._rows else None
+        now = int(time.time() * 1000)
+        now_leased = sum(1 for r in self._rows.values() if r.lease_until > now)
+        return SpoolStats(len(self._rows), now_leased, len(self._dead), oldest)
+
+    async def check(self) -> None:
+        return None

@@ -1,0 +1,222 @@
+"""One contract, every spool backend: durability, dedup, bounds, per-key order, leases."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from collector.errors import SpoolFull
+from collector.spool import Spool
+from collector.spool.memory import MemorySpool
+from collector.spool.sqlite import SqliteSpool
+
+WINDOW_MS = 60_000
+T0 = 1_700_000_000_000
+
+
+@dataclass(frozen=True)
+class Entry:
+    message_id: str
+    key: str = "contact:a@example.com"
+    client_id: bool = True
+    kind: str = "event"
+    event_type: str = "pageViewed"
+    event_time: int | None = None
+    body: bytes = b'{"eventTypeKey":"pageViewed"}'
+
+
+SpoolFactory = Callable[..., Spool]
+
+
+@pytest.fixture(params=["memory", "sqlite"])
+def make_spool(request: pytest.FixtureRequest, tmp_path: Path) -> SpoolFactory:
+    def make(max_events: int = 1000, window_ms: int = WINDOW_MS) -> Spool:
+        if request.param == "memory":
+            return MemorySpool(max_events=max_events, dedup_window_ms=window_ms)
+        return SqliteSpool(
+            str(tmp_path / "spool.db"), max_events=max_events, dedup_window_ms=window_ms
+        )
+
+    return make
+
+
+@pytest.fixture
+async def spool(make_spool: SpoolFactory) -> AsyncIterator[Spool]:
+    s = make_spool()
+    await s.open()
+    yield s
+    await s.close()
+
+
+async def test_append_stores_in_order(spool: Spool) -> None:
+    assert await spool.append([Entry("m1"), Entry("m2", key="k2")], T0) == [True, True]
+    records = await spool.pending(10)
+    assert [r.message_id for r in records] == ["m1", "m2"]
+    assert records[0].received_at == T0
+    assert records[0].seq < records[1].seq
+    assert (await spool.stats()).depth == 2
+
+
+async def test_repeat_message_id_is_acknowledged_and_not_stored_twice(spool: Spool) -> None:
+    assert await spool.append([Entry("m1")], T0) == [True]
+    assert await spool.append([Entry("m1"), Entry("m2")], T0 + 1000) == [False, True]
+    assert [r.message_id for r in await spool.pending(10)] == ["m1", "m2"]
+
+
+async def test_repeat_inside_one_append_is_stored_once(spool: Spool) -> None:
+    assert await spool.append([Entry("m1"), Entry("m1")], T0) == [True, False]
+    assert len(await spool.pending(10)) == 1
+
+
+async def test_repeat_is_detected_after_delivery(spool: Spool) -> None:
+    await spool.append([Entry("m1")], T0)
+    [rec] = await spool.lease(10, 30_000, T0)
+    await spool.ack([rec.seq])
+    assert await spool.append([Entry("m1")], T0 + 5000) == [False]
+    assert await spool.pending(10) == []
+
+
+async def test_message_id_is_accepted_again_after_the_window(spool: Spool) -> None:
+    await spool.append([Entry("m1")], T0)
+    assert await spool.append([Entry("m1")], T0 + WINDOW_MS + 1) == [True]
+
+
+async def test_generated_ids_are_not_deduplicated(spool: Spool) -> None:
+    # Ids the collector made up are unique by construction: no dedup lookup for them.
+    stored = await spool.append([Entry("g1", client_id=False), Entry("g1", client_id=False)], T0)
+    assert stored == [True, True]
+
+
+async def test_full_spool_refuses_whole_append_and_stores_nothing(make_spool: SpoolFactory) -> None:
+    s = make_spool(max_events=3)
+    await s.open()
+    try:
+        await s.append([Entry("m1"), Entry("m2")], T0)
+        with pytest.raises(SpoolFull):
+            await s.append([Entry("m3"), Entry("m4")], T0)
+        assert [r.message_id for r in await s.pending(10)] == ["m1", "m2"]
+        assert await s.append([Entry("m3")], T0) == [True]
+    finally:
+        await s.close()
+
+
+async def test_lease_hands_out_only_the_head_of_each_key(spool: Spool) -> None:
+    await spool.append(
+        [Entry("a1", key="A"), Entry("a2", key="A"), Entry("b1", key="B"), Entry("a3", key="A")],
+        T0,
+    )
+    first = await spool.lease(10, 30_000, T0)
+    assert [r.message_id for r in first] == ["a1", "b1"]
+    # While a1 is in flight, nothing more of key A comes out.
+    assert await spool.lease(10, 30_000, T0) == []
+    await spool.ack([first[0].seq])
+    assert [r.message_id for r in await spool.lease(10, 30_000, T0)] == ["a2"]
+
+
+async def test_released_entry_holds_back_its_key_until_retry_time(spool: Spool) -> None:
+    await spool.append([Entry("a1", key="A"), Entry("a2", key="A"), Entry("b1", key="B")], T0)
+    leased = await spool.lease(10, 30_000, T0)
+    a1 = next(r for r in leased if r.message_id == "a1")
+    await spool.release([a1.seq], not_before=T0 + 5000)
+    assert await spool.lease(10, 30_000, T0 + 1000) == []  # a2 waits behind a1; b1 in flight
+    again = await spool.lease(10, 30_000, T0 + 5000)
+    assert [(r.message_id, r.attempts) for r in again] == [("a1", 1)]
+
+
+async def test_expired_lease_is_handed_out_again(spool: Spool) -> None:
+    await spool.append([Entry("a1")], T0)
+    assert len(await spool.lease(10, 1000, T0)) == 1
+    assert await spool.lease(10, 1000, T0 + 500) == []
+    assert [r.message_id for r in await spool.lease(10, 1000, T0 + 1001)] == ["a1"]
+
+
+async def test_dead_letter_keeps_the_entry_aside_and_frees_its_key(spool: Spool) -> None:
+    await spool.append([Entry("a1", key="A"), Entry("a2", key="A")], T0)
+    [a1] = await spool.lease(10, 30_000, T0)
+    await spool.dead_letter([a1.seq], "rejected", 400, "bad param", T0 + 10)
+    assert [r.message_id for r in await spool.lease(10, 30_000, T0)] == ["a2"]
+    [dead] = await spool.dead_letters(10)
+    assert (dead.record.message_id, dead.reason, dead.status, dead.detail) == (
+        "a1", "rejected", 400, "bad param",
+    )  # fmt: skip
+    stats = await spool.stats()
+    assert (stats.depth, stats.dead) == (1, 1)
+
+
+async def test_stats_report_oldest_and_in_flight(spool: Spool) -> None:
+    assert (await spool.stats()).oldest_received_at is None
+    await spool.append([Entry("a1", key="A")], T0)
+    await spool.append([Entry("b1", key="B")], T0 + 10)
+    await spool.lease(1, 10**12, T0)
+    stats = await spool.stats()
+    assert (stats.depth, stats.in_flight, stats.oldest_received_at) == (2, 1, T0)
+
+
+# -- SQLite only ---------------------------------------------------------------------------
+
+
+async def test_sqlite_keeps_events_and_dedup_across_reopen(tmp_path: Path) -> None:
+    path = str(tmp_path / "spool.db")
+    s = SqliteSpool(path, max_events=100, dedup_window_ms=WINDOW_MS)
+    await s.open()
+    await s.append([Entry("m1"), Entry("m2", key="B")], T0)
+    await s.close()
+
+    s = SqliteSpool(path, max_events=100, dedup_window_ms=WINDOW_MS)
+    await s.open()
+    try:
+        assert [r.message_id for r in await s.pending(10)] == ["m1", "m2"]
+        assert await s.append([Entry("m1"), Entry("m3")], T0 + 1) == [False, True]
+        assert (await s.stats()).depth == 3
+    finally:
+        await s.close()
+
+
+async def test_sqlite_bound_counts_events_already_on_disk(tmp_path: Path) -> None:
+    path = str(tmp_path / "spool.db")
+    s = SqliteSpool(path, max_events=2, dedup_window_ms=WINDOW_MS)
+    await s.open()
+    await s.append([Entry("m1"), Entry("m2")], T0)
+    await s.close()
+    s = SqliteSpool(path, max_events=2, dedup_window_ms=WINDOW_MS)
+    await s.open()
+    try:
+        with pytest.raises(SpoolFull):
+            await s.append([Entry("m3")], T0)
+    finally:
+        await s.close()
+
+
+async def test_sqlite_concurrent_appends_share_commits(tmp_path: Path) -> None:
+    s = SqliteSpool(str(tmp_path / "spool.db"), max_events=10_000, dedup_window_ms=WINDOW_MS)
+    await s.open()
+    try:
+        results = await asyncio.gather(
+            *(s.append([Entry(f"m{i}", key=f"k{i}")], T0) for i in range(300))
+        )
+        assert all(r == [True] for r in results)
+        assert len(await s.pending(1000)) == 300
+        # Requests that arrive while a commit runs ride on the next one.
+        assert s.commits < 300 / 3, s.commits
+    finally:
+        await s.close()
+
+
+async def test_sqlite_close_commits_what_was_queued(tmp_path: Path) -> None:
+    path = str(tmp_path / "spool.db")
+    s = SqliteSpool(path, max_events=1000, dedup_window_ms=WINDOW_MS)
+    await s.open()
+    tasks = [asyncio.create_task(s.append([Entry(f"m{i}")], T0)) for i in range(50)]
+    await asyncio.sleep(0)
+    await s.close()
+    assert all(t.result() == [True] for t in tasks)
+    s = SqliteSpool(path, max_events=1000, dedup_window_ms=WINDOW_MS)
+    await s.open()
+    try:
+        assert (await s.stats()).depth == 50
+    finally:
+        await s.close()
