@@ -1,0 +1,203 @@
+"""The contact an event belongs to: Yespo's identifier fields, normalized.
+
+Yespo attaches an event to a contact by looking for identifier params (names listed in
+`IDENTIFIER_PARAMS`, case ignored) and drops the event when it finds no contact. The
+collector therefore takes the identifiers in one `contact` object, normalizes them (emails
+lower-cased, phones reduced to digits) and writes them as the first params.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from collector.errors import FieldError
+from collector.normalize_values import Errors, describe, identifier, is_json_int
+
+# The order in which identifiers are written as params (and the default keyValue order).
+CONTACT_FIELDS = ("email", "phone", "externalCustomerId", "contactId", "contactKey", "pushToken")
+# Yespo's order contact: an order event must carry one of these (seeds 000-003).
+ORDER_CONTACT_FIELDS = ("email", "phone", "externalCustomerId")
+# Any identifier may become keyValue, which Yespo caps at 300 characters.
+MAX_CONTACT_VALUE = 300
+# The longest address SMTP can carry (RFC 5321 path limit).
+MAX_EMAIL = 254
+# E.164: at most 15 digits; 5 keeps short national test numbers, rejects typos like "12".
+MIN_PHONE_DIGITS = 5
+MAX_PHONE_DIGITS = 15
+
+# The param names Yespo reads as the contact (its default list, case ignored, plus the
+# order contact externalCustomerId), each mapped to the contact field it fills.
+IDENTIFIER_PARAMS: dict[str, str] = {
+    "email": "email",
+    "emailaddress": "email",
+    "useremail": "email",
+    "contactemail": "email",
+    "phone": "phone",
+    "sms": "phone",
+    "phonenumber": "phone",
+    "contactid": "contactId",
+    "contact_id": "contactId",
+    "contactkey": "contactKey",
+    "contact_key": "contactKey",
+    "pushtoken": "pushToken",
+    "externalcustomerid": "externalCustomerId",
+}
+
+# Separators people write in phone numbers: "+38 (050) 123-45-67" -> "380501234567".
+_PHONE_SEPARATORS = str.maketrans("", "", " +()-.")
+
+
+def email(value: object, path: str, errors: Errors) -> str | None:
+    """An address, trimmed and lower-cased (Yespo matches emails without case)."""
+    if not isinstance(value, str):
+        errors.append(FieldError(path, f"must be an email address, got {describe(value)}"))
+        return None
+    address = value.strip().lower()
+    local, at, domain = address.partition("@")
+    if len(address) > MAX_EMAIL:
+        problem = f"must be at most {MAX_EMAIL} characters, got {len(address)}"
+    elif (
+        not at
+        or not local
+        or "@" in domain
+        or " " in address
+        or not address.isprintable()
+        or "." not in domain
+        or domain[0] == "."
+        or domain[-1] == "."
+        or ".." in domain
+    ):
+        problem = f"must be an email address like name@example.com, got {describe(value)}"
+    else:
+        return address
+    errors.append(FieldError(path, problem))
+    return None
+
+
+def phone(value: object, path: str, errors: Errors) -> str | None:
+    """An international number reduced to its digits."""
+    if isinstance(value, int) and not isinstance(value, bool) and is_json_int(value):
+        value = str(value)
+    if not isinstance(value, str):
+        errors.append(
+            FieldError(path, f"must be a phone number as a string, got {describe(value)}")
+        )
+        return None
+    digits = value.translate(_PHONE_SEPARATORS)
+    if not (digits.isascii() and digits.isdigit()):
+        wrong = next((c for c in digits if not ("0" <= c <= "9")), "")
+        errors.append(
+            FieldError(
+                path,
+                f"must be an international phone number (digits, optionally with + ( ) - . and spaces), "
+                f"got {describe(value)} containing {wrong!r}",
+            )
+        )
+        return None
+    if not MIN_PHONE_DIGITS <= len(digits) <= MAX_PHONE_DIGITS:
+        errors.append(
+            FieldError(
+                path,
+                f"must have {MIN_PHONE_DIGITS} to {MAX_PHONE_DIGITS} digits with the country code "
+                f"(380501234567), got {len(digits)}",
+            )
+        )
+        return None
+    return digits
+
+
+def _other(field: str) -> Callable[[object, str, Errors], str | None]:
+    numbers = field in ("externalCustomerId", "contactId")
+
+    def check(value: object, path: str, errors: Errors) -> str | None:
+        return identifier(value, path, errors, max_len=MAX_CONTACT_VALUE, numbers=numbers)
+
+    return check
+
+
+# How each identifier is checked and normalized (the others: non-empty ids, Yespo matches
+# them exactly).
+_CHECKS: dict[str, Callable[[object, str, Errors], str | None]] = {
+    "email": email,
+    "phone": phone,
+    **{field: _other(field) for field in CONTACT_FIELDS[2:]},
+}
+_PATHS = {field: f"contact.{field}" for field in CONTACT_FIELDS}
+
+
+def contact_value(field: str, value: object, path: str, errors: Errors) -> str | None:
+    """One identifier (a name from `CONTACT_FIELDS`), normalized the way Yespo matches it."""
+    return _CHECKS[field](value, path, errors)
+
+
+def normalize_contact(
+    raw: dict[Any, Any], errors: Errors, paths: dict[str, str] | None = None
+) -> dict[str, str | None]:
+    """The identifiers given (null counts as not given): field -> value, None where invalid.
+
+    Without `paths`, `raw` is the inbound `contact` object: unknown keys are errors and
+    paths are ``contact.<field>``. With `paths`, `raw` holds known fields only and each
+    error is reported at ``paths[field]``.
+    """
+    out: dict[str, str | None] = {}
+    for field, value in raw.items():
+        if value is None:
+            continue
+        check = _CHECKS.get(field)
+        if check is None:
+            errors.append(
+                FieldError(
+                    f"contact.{field}",
+                    f"is not a contact identifier; use {', '.join(CONTACT_FIELDS)}",
+                )
+            )
+            continue
+        out[field] = check(value, _PATHS[field] if paths is None else paths[field], errors)
+    return out
+
+
+def contact_params(contact: dict[str, str | None]) -> list[tuple[str, str]]:
+    """The identifiers as params, in `CONTACT_FIELDS` order."""
+    params = []
+    for field in CONTACT_FIELDS:
+        value = contact.get(field)
+        if value is not None:
+            params.append((field, value))
+    return params
+
+
+def _one_of(names: tuple[str, ...]) -> str:
+    return names[0] if len(names) == 1 else f"{', '.join(names[:-1])} or {names[-1]}"
+
+
+def identity_problem(
+    contact: dict[str, str | None], order: bool, identifying: tuple[str, ...]
+) -> str | None:
+    """Why Yespo could not find the event's contact, or None if it can."""
+    if order:
+        if not contact.keys().isdisjoint(ORDER_CONTACT_FIELDS):
+            return None
+        given = ", ".join(contact) or "none"
+        return (
+            f"an order event needs {_one_of(ORDER_CONTACT_FIELDS)} (the identifiers Yespo's "
+            f"orders use; Yespo ignores an order without them); given: {given}"
+        )
+    # An empty `identifying` turns the check off: for accounts that identify contacts by
+    # param names of their own.
+    if not identifying or not contact.keys().isdisjoint(identifying):
+        return None
+    given = ", ".join(contact) or "none"
+    return (
+        "names no contact Yespo can find, and Yespo drops such events; give "
+        f"{_one_of(identifying)} (given: {given})"
+    )
+
+
+def key_value(contact: dict[str, str | None], order: tuple[str, ...]) -> str | None:
+    """The first identifier of `order` the contact has."""
+    for field in order:
+        value = contact.get(field)
+        if value is not None:
+            return value
+    return None
