@@ -1,0 +1,46 @@
+"""Prometheus metrics with fixed names (Vector's naming), one registry per app."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+
+class Metrics:
+    """The collector's metrics. Names are part of the public interface: keep them stable."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.received = Counter(
+            "received_events", "Events received, before validation.", ["endpoint"], registry=r
+        )
+        self.accepted = Counter(
+            "accepted_events", "Events committed to the spool.", ["endpoint"], registry=r
+        )
+        self.duplicates = Counter(
+            "duplicate_events",
+            "Events acknowledged without storing: messageId seen within the window.",
+            ["endpoint"],
+            registry=r,
+        )
+        self.rejected = Counter(
+            "rejected_events", "Events refused by validation.", ["endpoint"], registry=r
+        )
+        self.refused_requests = Counter(
+            "refused_requests",
+            "Whole requests refused, by HTTP status.",
+            ["endpoint", "status"],
+            registry=r,
+        )
+        self.errors = Counter("errors", "Errors by pipeline stage.", ["stage"], registry=r)
+        self.spool_depth = Gauge("spool_depth", "Entries waiting in the spool.", registry=r)
+        self.spool_dead = Gauge("spool_dead_letters", "Dead letters in the spool.", registry=r)
+        self.spool_oldest_age = Gauge(
+            "spool_oldest_event_age_seconds", "Age of the oldest waiting entry.", registry=r
+        )
+        self.commit_seconds = Histogram(
+            "spool_append_seconds",
+            "Time from handing events to the spool to their commit.",
+            buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0),
+            registry=r,
+        )

@@ -1,0 +1,58 @@
+from __future__ import annotations
+
+import pytest
+
+from collector.config import ConfigError, Settings
+from collector.spool import open_spool, sqlite_path
+
+
+def test_environment_and_flags_end_in_one_settings_object() -> None:
+    env = {
+        "COLLECTOR_API_KEYS": "k1, k2,,",
+        "COLLECTOR_PORT": "9000",
+        "COLLECTOR_SPOOL_URL": "sqlite:////var/lib/collector/spool.db",
+        "COLLECTOR_CHECK_ORDER_TOTAL": "off",
+        "COLLECTOR_KEY_VALUE_ORDER": "phone,email",
+        "YESPO_API_KEY": "secret",
+    }
+    s = Settings.from_env(env, port=9100, host=None)
+    assert s.api_keys == ("k1", "k2")
+    assert s.port == 9100  # the flag wins over the environment
+    assert s.host == "127.0.0.1"
+    assert s.check_order_total is False
+    assert s.key_value_order == ("phone", "email")
+    assert not s.dry_run and not s.generated_key
+    assert sqlite_path(s.spool_url) == "/var/lib/collector/spool.db"
+
+
+def test_no_keys_configured_makes_one_up() -> None:
+    s = Settings.from_env({})
+    assert s.generated_key and len(s.api_keys) == 1 and len(s.api_keys[0]) >= 20
+    assert s.dry_run
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"COLLECTOR_PORT": "eighty"}, "COLLECTOR_PORT must be a whole number"),
+        ({"COLLECTOR_SPOOL_SYNC": "maybe"}, "COLLECTOR_SPOOL_SYNC"),
+        ({"COLLECTOR_TIMEZONE": "Mars/Olympus"}, "unknown zone"),
+        ({"COLLECTOR_CHECK_ORDER_TOTAL": "perhaps"}, "true or false"),
+        ({"COLLECTOR_KEY_VALUE_ORDER": "email,fax"}, "fax"),
+        ({"COLLECTOR_MAX_BATCH_EVENTS": "100"}, "at least 500"),
+    ],
+)
+def test_bad_settings_are_refused_with_the_variable_named(
+    env: dict[str, str], message: str
+) -> None:
+    with pytest.raises(ConfigError, match=message):
+        Settings.from_env(env)
+
+
+def test_spool_url_picks_the_backend() -> None:
+    assert type(open_spool(Settings(spool_url="memory://"))).__name__ == "MemorySpool"
+    assert sqlite_path("sqlite:///data/spool.db") == "data/spool.db"
+    with pytest.raises(ConfigError, match="unknown spool scheme"):
+        open_spool(Settings(spool_url="postgres://x"))
+    with pytest.raises(ConfigError, match="sqlite:///"):
+        sqlite_path("sqlite://data.db")
