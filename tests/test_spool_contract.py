@@ -220,3 +220,24 @@ async def test_sqlite_close_commits_what_was_queued(tmp_path: Path) -> None:
         assert (await s.stats()).depth == 50
     finally:
         await s.close()
+
+
+async def test_replay_requeues_dead_letters_at_the_end_and_purge_drops_them(
+    spool: Spool,
+) -> None:
+    await spool.append([Entry("a1", key="A"), Entry("b1", key="B"), Entry("c1", key="C")], T0)
+    leased = {r.message_id: r for r in await spool.lease(10, 30_000, T0)}
+    await spool.dead_letter([leased["a1"].seq], "rejected", 400, "bad", T0)
+    await spool.dead_letter([leased["b1"].seq], "expired", 503, "gone", T0)
+    await spool.ack([leased["c1"].seq])
+    await spool.append([Entry("a2", key="A")], T0)
+
+    assert await spool.replay(reason="rejected") == 1
+    waiting = await spool.pending(10)
+    assert [r.message_id for r in waiting] == ["a2", "a1"]
+    assert waiting[1].attempts == 0 and waiting[1].seq > waiting[0].seq
+    [left] = await spool.dead_letters(10)
+    assert left.record.message_id == "b1"
+    assert await spool.purge(seqs=[left.record.seq]) == 1
+    assert await spool.dead_letters(10) == []
+    assert (await spool.stats()).depth == 2

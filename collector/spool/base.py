@@ -128,6 +128,16 @@ class Spool(abc.ABC):
         """Dead letters, oldest first."""
 
     @abc.abstractmethod
+    async def replay(self, seqs: Sequence[int] | None = None, reason: str | None = None) -> int:
+        """Move dead letters back to the end of the waiting queue: all of them, or those
+        with the given seqs and/or reason. Their clock and attempts start anew. Returns
+        how many moved."""
+
+    @abc.abstractmethod
+    async def purge(self, seqs: Sequence[int] | None = None, reason: str | None = None) -> int:
+        """Delete dead letters (all, or the selected ones) for good. Returns how many."""
+
+    @abc.abstractmethod
     async def stats(self) -> SpoolStats: ...
 
     @abc.abstractmethod

@@ -104,6 +104,31 @@ class MemorySpool(Spool):
     async def dead_letters(self, limit: int) -> list[DeadLetter]:
         return self._dead[:limit]
 
+    def _pick(self, seqs: Sequence[int] | None, reason: str | None) -> list[DeadLetter]:
+        wanted = set(seqs) if seqs is not None else None
+        return [
+            d
+            for d in self._dead
+            if (wanted is None or d.record.seq in wanted) and (reason is None or d.reason == reason)
+        ]
+
+    async def replay(self, seqs: Sequence[int] | None = None, reason: str | None = None) -> int:
+        picked = self._pick(seqs, reason)
+        now = int(time.time() * 1000)
+        for d in picked:
+            self._dead.remove(d)
+            self._seq += 1
+            rec = replace(d.record, seq=self._seq, received_at=now, attempts=0)
+            self._rows[self._seq] = _Row(rec)
+            self._by_key.setdefault(rec.key, deque()).append(self._seq)
+        return len(picked)
+
+    async def purge(self, seqs: Sequence[int] | None = None, reason: str | None = None) -> int:
+        picked = self._pick(seqs, reason)
+        for d in picked:
+            self._dead.remove(d)
+        return len(picked)
+
     async def stats(self) -> SpoolStats:
         oldest = next(iter(self._rows.values())).record.received_at if self._rows else None
         now = int(time.time() * 1000)

@@ -1,22 +1,23 @@
 """SQLite spool: the embedded default. One file, WAL journal, one writer thread.
 
-Group commit: `append` puts its entries on a queue and waits; a single committer task
-takes everything queued, writes it in one transaction on the spool's own thread, and
-answers every waiter after the COMMIT. While one commit runs, the next group gathers, so
-under load a commit (and its fsync) is shared by many requests. Every other operation
-runs on the same thread, so the one connection is never used concurrently.
+Group commit: `append` hands its entries to the writer thread and waits. The thread
+takes every append queued at that moment, writes them in one transaction, and answers
+every waiter after the COMMIT; appends that arrive meanwhile ride on the next commit.
+Under load one commit (and its fsync) is shared by many requests, and the event loop
+never waits on the disk. Every other operation runs on the same thread, in order, so
+the connection is never used concurrently.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 import sqlite3
+import threading
 import time
+from collections import deque
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
 from ..errors import SpoolError, SpoolFull
@@ -40,7 +41,6 @@ CREATE TABLE IF NOT EXISTS events (
     not_before INTEGER NOT NULL DEFAULT 0,
     lease_until INTEGER NOT NULL DEFAULT 0
 );
-CREATE INDEX IF NOT EXISTS events_by_key ON events (key, seq);
 CREATE TABLE IF NOT EXISTS seen (
     message_id TEXT PRIMARY KEY,
     at INTEGER NOT NULL
@@ -64,32 +64,82 @@ CREATE TABLE IF NOT EXISTS dead (
 """
 
 _RECORD_COLS = "seq, message_id, kind, key, event_type, received_at, event_time, body, attempts"
-_RECORD_COLS_E = ", ".join("e." + c.strip() for c in _RECORD_COLS.split(","))
-_INSERT = (
-    "INSERT INTO events (message_id, kind, key, event_type, received_at, event_time, body)"
-    " VALUES (?, ?, ?, ?, ?, ?, ?)"
-)
-# Rows per multi-row statement: 2 variables each, far below SQLite's 32766-variable limit.
-_CLAIM_CHUNK = 500
+_EVENT_COLS = "message_id, kind, key, event_type, received_at, event_time, body"
+# Multi-row statements come in power-of-two sizes only: few distinct statements stay in
+# the statement cache, and n rows take at most log2(n) statements instead of n, which
+# matters because every statement hands the GIL back and forth between the writer
+# thread and the event loop. 256 rows x 7 variables stays far below SQLite's limit.
+_CHUNKS = (256, 128, 64, 32, 16, 8, 4, 2, 1)
 # How often expired messageIds are removed from the dedup table, and how many at a time
 # (a bounded delete keeps one prune from holding the writer for long).
 _PRUNE_EVERY_S = 60.0
+# A lease looks at most this many waiting entries for key heads.
+_LEASE_SCAN = 100_000
 _PRUNE_ROWS = 20_000
 
 
-def _claim_sql(rows: int) -> str:
-    # A messageId is claimed when it is new, or when its earlier sighting has left the
-    # window; RETURNING names exactly the claimed ones.
-    values = ",".join(["(?, ?)"] * rows)
-    return (
-        f"INSERT INTO seen (message_id, at) VALUES {values}"
-        " ON CONFLICT (message_id) DO UPDATE SET at = excluded.at"
-        " WHERE seen.at < excluded.at - ? RETURNING message_id"
-    )
+def _chunks(n: int) -> list[tuple[int, int]]:
+    """Split n rows into (start, size) pieces of the sizes in _CHUNKS."""
+    out = []
+    start = 0
+    for size in _CHUNKS:
+        while n - start >= size:
+            out.append((start, size))
+            start += size
+    return out
+
+
+def _values(size: int, width: int) -> str:
+    row = "(" + ", ".join(["?"] * width) + ")"
+    return ", ".join([row] * size)
+
+
+_INSERT_EVENTS = {
+    size: f"INSERT INTO events ({_EVENT_COLS}) VALUES {_values(size, 7)}" for size in _CHUNKS
+}
+_INSERT_SEEN = {
+    size: f"INSERT OR REPLACE INTO seen (message_id, at) VALUES {_values(size, 2)}"
+    for size in _CHUNKS
+}
+_LOOKUP_SEEN = {
+    size: f"SELECT message_id FROM seen WHERE at >= ? AND message_id IN ({', '.join('?' * size)})"
+    for size in _CHUNKS
+}
 
 
 def _record(row: Sequence[Any]) -> Record:
     return Record(*row)
+
+
+class _Job:
+    """Work for the writer thread: an append (entries set) or a call (fn set)."""
+
+    __slots__ = ("args", "entries", "fn", "fut", "received_at", "stop")
+
+    def __init__(
+        self,
+        fut: asyncio.Future[Any],
+        entries: Sequence[EntryLike] = (),
+        received_at: int = 0,
+        fn: Callable[..., Any] | None = None,
+        args: tuple[Any, ...] = (),
+        stop: bool = False,
+    ) -> None:
+        self.fut = fut
+        self.entries = entries
+        self.received_at = received_at
+        self.fn = fn
+        self.args = args
+        self.stop = stop
+
+
+def _settle(fut: asyncio.Future[Any], result: Any, error: BaseException | None) -> None:
+    if fut.done():  # the waiter went away (its client disconnected); the work is done anyway
+        return
+    if error is not None:
+        fut.set_exception(error)
+    else:
+        fut.set_result(result)
 
 
 class SqliteSpool(Spool):
@@ -100,15 +150,17 @@ class SqliteSpool(Spool):
         self.max_events = max_events
         self._window = dedup_window_ms
         self._sync = synchronous.upper()
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="spool")
         self._conn: sqlite3.Connection | None = None
-        self._queue: list[tuple[Sequence[EntryLike], int, asyncio.Future[list[bool]]]] = []
-        self._queued = 0  # entries queued and not yet committed
+        # The writer thread owns the connection. The event loop hands it jobs through a
+        # deque (appends are atomic under the GIL) and a wake-up flag; the thread answers
+        # with call_soon_threadsafe. The thread commits back to back without waiting for
+        # the loop's turn, so a commit cycle is as short as the disk allows.
+        self._jobs: deque[_Job] = deque()
+        self._wake = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._queued = 0  # entries handed to the writer and not yet committed
         self._depth = 0  # entries committed and not yet acked or dead-lettered
-        self._wake = asyncio.Event()
-        self._idle = asyncio.Event()
-        self._idle.set()
-        self._committer: asyncio.Task[None] | None = None
         self._last_prune = time.monotonic()
         self._closed = False
         #: Transactions that committed appended events (tests check grouping with it).
@@ -117,15 +169,24 @@ class SqliteSpool(Spool):
     # -- lifecycle -----------------------------------------------------------------------
 
     async def open(self) -> None:
-        await self._run(self._open_sync)
-        self._committer = asyncio.create_task(self._commit_loop(), name="spool-committer")
+        self._loop = asyncio.get_running_loop()
+        self._thread = threading.Thread(target=self._writer, name="spool-writer", daemon=True)
+        self._thread.start()
+        try:
+            await self._run(self._open_sync)
+        except BaseException:
+            await self._stop_writer()
+            raise
 
     def _open_sync(self) -> None:
         parent = os.path.dirname(os.path.abspath(self.path))
         os.makedirs(parent, exist_ok=True)
-        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        conn = sqlite3.connect(
+            self.path, isolation_level=None, check_same_thread=False, cached_statements=256
+        )
         mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
         if str(mode).lower() != "wal":
+            conn.close()
             raise SpoolError(f"{self.path}: could not switch to WAL journal (got {mode})")
         # FULL: the WAL is fsynced at each commit, so an acknowledged event survives a
         # power cut; NORMAL survives a process crash only.
@@ -136,125 +197,164 @@ class SqliteSpool(Spool):
         self._conn = conn
 
     async def close(self) -> None:
+        """Commit everything already handed over, then close the file."""
         if self._closed:
             return
         self._closed = True
-        while self._queue or not self._idle.is_set():
-            await self._idle.wait()
-            await asyncio.sleep(0)
-        if self._committer is not None:
-            self._committer.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._committer
-        await self._run(self._close_sync)
-        self._executor.shutdown(wait=True)
+        await self._stop_writer()
+
+    async def _stop_writer(self) -> None:
+        if self._thread is None:
+            return
+        assert self._loop is not None
+        fut = self._loop.create_future()
+        self._submit(_Job(fut, fn=self._close_sync, stop=True))
+        await fut  # jobs run in order: every queued append is committed before this
+        await asyncio.to_thread(self._thread.join)
+        self._thread = None
 
     def _close_sync(self) -> None:
         if self._conn is not None:
             self._conn.close()
             self._conn = None
 
+    def _submit(self, job: _Job) -> None:
+        self._jobs.append(job)
+        self._wake.set()
+
     async def _run(self, fn: Callable[..., T], *args: Any) -> T:
-        loop = asyncio.get_running_loop()
+        if self._thread is None:
+            raise SpoolError("spool is closed")
+        assert self._loop is not None
+        fut: asyncio.Future[T] = self._loop.create_future()
+        self._submit(_Job(fut, fn=fn, args=args))
         try:
-            return await loop.run_in_executor(self._executor, fn, *args)
+            return await fut
         except sqlite3.Error as exc:
             raise SpoolError(f"spool {self.path}: {exc}") from exc
+
+    # -- the writer thread ---------------------------------------------------------------
+
+    def _writer(self) -> None:
+        jobs = self._jobs
+        while True:
+            self._wake.wait()
+            self._wake.clear()
+            while jobs:
+                group = []
+                while jobs and jobs[0].fn is None:
+                    group.append(jobs.popleft())
+                if group:
+                    self._commit(group)
+                    continue
+                job = jobs.popleft()
+                assert job.fn is not None
+                result, error = None, None
+                try:
+                    result = job.fn(*job.args)
+                except BaseException as exc:
+                    error = exc
+                self._post(_settle, job.fut, result, error)
+                if job.stop:
+                    return
+
+    def _post(self, fn: Callable[..., None], *args: Any) -> None:
+        assert self._loop is not None
+        self._loop.call_soon_threadsafe(fn, *args)
+
+    def _commit(self, group: list[_Job]) -> None:
+        try:
+            results = self._write_group(group)
+        except sqlite3.Error as exc:
+            self._post(self._appended, group, None, exc)
+        else:
+            self._post(self._appended, group, results, None)
+
+    def _appended(
+        self, group: list[_Job], results: list[list[bool]] | None, error: BaseException | None
+    ) -> None:
+        """On the event loop: answer the waiters of one commit."""
+        count = sum(len(job.entries) for job in group)
+        self._queued -= count
+        if results is None:
+            log.error("spool commit failed, %d events refused: %s", count, error)
+            for job in group:
+                _settle(job.fut, None, SpoolError(f"spool {self.path}: {error}"))
+            return
+        self.commits += 1
+        for job, stored in zip(group, results, strict=True):
+            self._depth += sum(stored)
+            _settle(job.fut, stored, None)
+        if time.monotonic() - self._last_prune > _PRUNE_EVERY_S and not self._closed:
+            self._last_prune = time.monotonic()
+            assert self._loop is not None
+            cutoff = int(time.time() * 1000) - self._window
+            self._submit(_Job(self._loop.create_future(), fn=self._prune_seen, args=(cutoff,)))
 
     # -- ingest: group commit ------------------------------------------------------------
 
     async def append(self, entries: Sequence[EntryLike], received_at: int) -> list[bool]:
         if not entries:
             return []
-        if self._closed:
-            raise SpoolError("spool is closing")
+        if self._closed or self._loop is None:
+            raise SpoolError("spool is closed")
         if self._depth + self._queued + len(entries) > self.max_events:
             raise SpoolFull(
                 f"spool holds {self._depth + self._queued} events, its bound is {self.max_events}"
             )
-        fut: asyncio.Future[list[bool]] = asyncio.get_running_loop().create_future()
-        self._queue.append((entries, received_at, fut))
+        fut: asyncio.Future[list[bool]] = self._loop.create_future()
         self._queued += len(entries)
-        self._wake.set()
+        self._submit(_Job(fut, entries, received_at))
         return await fut
 
-    async def _commit_loop(self) -> None:
-        while True:
-            await self._wake.wait()
-            self._wake.clear()
-            while self._queue:
-                group, self._queue = self._queue, []
-                count = sum(len(entries) for entries, _, _ in group)
-                self._idle.clear()
-                try:
-                    results = await self._run(self._write_group, group)
-                except SpoolError as exc:
-                    log.error("spool commit failed, %d events refused: %s", count, exc)
-                    for _, _, fut in group:
-                        if not fut.done():
-                            fut.set_exception(SpoolError(exc.message))
-                    continue
-                finally:
-                    self._queued -= count
-                    self._idle.set()
-                self.commits += 1
-                for (_, _, fut), stored in zip(group, results, strict=True):
-                    self._depth += sum(stored)
-                    if not fut.done():  # a waiter whose client went away
-                        fut.set_result(stored)
-            if time.monotonic() - self._last_prune > _PRUNE_EVERY_S:
-                self._last_prune = time.monotonic()
-                with contextlib.suppress(SpoolError):
-                    await self._run(self._prune_seen, int(time.time() * 1000) - self._window)
-
-    def _write_group(
-        self, group: Sequence[tuple[Sequence[EntryLike], int, object]]
-    ) -> list[list[bool]]:
+    def _write_group(self, group: list[_Job]) -> list[list[bool]]:
+        """One transaction for everything queued; per request, stored (True) or repeat."""
         conn = self._conn
         assert conn is not None
-        claims: list[Any] = []
-        for entries, received_at, _ in group:
-            for e in entries:
-                if e.client_id:
-                    claims.append(e.message_id)
-                    claims.append(received_at)
         conn.execute("BEGIN IMMEDIATE")
         try:
-            claimed: set[str] = set()
-            for start in range(0, len(claims), 2 * _CLAIM_CHUNK):
-                chunk = claims[start : start + 2 * _CLAIM_CHUNK]
-                cur = conn.execute(_claim_sql(len(chunk) // 2), [*chunk, self._window])
-                claimed.update(row[0] for row in cur)
-            rows = []
+            ids = [e.message_id for job in group for e in job.entries if e.client_id]
+            cutoff = group[-1].received_at - self._window
+            repeats = self._known_ids(conn, ids, cutoff) if ids else set()
+            rows: list[Any] = []
+            claims: list[Any] = []
             results = []
-            for entries, received_at, _ in group:
+            for job in group:
+                received_at = job.received_at
                 stored = []
-                for e in entries:
+                for e in job.entries:
                     if e.client_id:
-                        if e.message_id not in claimed:
+                        if e.message_id in repeats:
                             stored.append(False)
                             continue
-                        claimed.discard(e.message_id)  # a second copy in this group is a repeat
-                    rows.append(
-                        (
-                            e.message_id,
-                            e.kind,
-                            e.key,
-                            e.event_type,
-                            received_at,
-                            e.event_time,
-                            e.body,
-                        )
-                    )
+                        repeats.add(e.message_id)  # a second copy in this group is a repeat
+                        claims += (e.message_id, received_at)
+                    rows += (e.message_id, e.kind, e.key, e.event_type, received_at,
+                             e.event_time, e.body)  # fmt: skip
                     stored.append(True)
                 results.append(stored)
-            conn.executemany(_INSERT, rows)
+            for start, size in _chunks(len(claims) // 2):
+                conn.execute(_INSERT_SEEN[size], claims[start * 2 : (start + size) * 2])
+            for start, size in _chunks(len(rows) // 7):
+                conn.execute(_INSERT_EVENTS[size], rows[start * 7 : (start + size) * 7])
             conn.execute("COMMIT")
         except BaseException:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
             raise
         return results
+
+    @staticmethod
+    def _known_ids(conn: sqlite3.Connection, ids: list[str], cutoff: int) -> set[str]:
+        """The ids among `ids` already claimed within the window (seen at or after cutoff).
+
+        The cutoff comes from the group's newest request: a group spans milliseconds, far
+        below any useful window."""
+        known: set[str] = set()
+        for start, size in _chunks(len(ids)):
+            cur = conn.execute(_LOOKUP_SEEN[size], [cutoff, *ids[start : start + size]])
+            known.update(row[0] for row in cur)
+        return known
 
     def _prune_seen(self, cutoff: int) -> None:
         assert self._conn is not None
@@ -270,26 +370,46 @@ class SqliteSpool(Spool):
         return await self._run(self._lease_sync, limit, lease_ms, now)
 
     def _lease_sync(self, limit: int, lease_ms: int, now: int) -> list[Record]:
+        # Walk the waiting entries in append order and take each key's first one if it
+        # may go now. Without a (key, seq) index (it would halve ingest speed) the walk is
+        # linear, but it stops once `limit` heads are found or _LEASE_SCAN rows are seen.
         conn = self._conn
         assert conn is not None
         conn.execute("BEGIN IMMEDIATE")
         try:
-            rows = conn.execute(
-                f"SELECT {_RECORD_COLS_E} FROM events e JOIN (SELECT min(seq) AS head FROM events GROUP BY key) h"
-                " ON e.seq = h.head"
-                " WHERE e.lease_until <= ? AND e.not_before <= ? ORDER BY e.seq LIMIT ?",
-                (now, now, limit),
-            ).fetchall()
-            conn.executemany(
-                "UPDATE events SET lease_until = ? WHERE seq = ?",
-                [(now + lease_ms, row[0]) for row in rows],
+            seen_keys: set[str] = set()
+            chosen: list[int] = []
+            cur = conn.execute(
+                "SELECT seq, key, lease_until, not_before FROM events ORDER BY seq LIMIT ?",
+                (_LEASE_SCAN,),
             )
+            for seq, key, lease_until, not_before in cur:
+                if key in seen_keys:
+                    continue
+                seen_keys.add(key)
+                if lease_until <= now and not_before <= now:
+                    chosen.append(seq)
+                    if len(chosen) == limit:
+                        break
+            cur.close()
+            records = []
+            for start, size in _chunks(len(chosen)):
+                part = chosen[start : start + size]
+                conn.execute(
+                    f"UPDATE events SET lease_until = ? WHERE seq IN ({', '.join('?' * size)})",
+                    [now + lease_ms, *part],
+                )
+                records += conn.execute(
+                    f"SELECT {_RECORD_COLS} FROM events WHERE seq IN ({', '.join('?' * size)})",
+                    part,
+                ).fetchall()
             conn.execute("COMMIT")
         except BaseException:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
             raise
-        return [_record(row) for row in rows]
+        records.sort(key=lambda r: r[0])
+        return [_record(row) for row in records]
 
     async def ack(self, seqs: Sequence[int]) -> None:
         removed = await self._run(self._delete_sync, list(seqs), None)
@@ -355,6 +475,49 @@ class SqliteSpool(Spool):
                 (limit,),
             ).fetchall()
             return [DeadLetter(_record(r[:9]), r[9], r[10], r[11], r[12]) for r in rows]
+
+        return await self._run(work)
+
+    @staticmethod
+    def _dead_filter(seqs: Sequence[int] | None, reason: str | None) -> tuple[str, list[Any]]:
+        clauses: list[str] = ["1"]
+        args: list[Any] = []
+        if seqs is not None:
+            clauses.append(f"seq IN ({', '.join('?' * len(seqs))})" if seqs else "0")
+            args += list(seqs)
+        if reason is not None:
+            clauses.append("reason = ?")
+            args.append(reason)
+        return " AND ".join(clauses), args
+
+    async def replay(self, seqs: Sequence[int] | None = None, reason: str | None = None) -> int:
+        where, args = self._dead_filter(seqs, reason)
+
+        def work() -> int:
+            assert self._conn is not None
+            now = int(time.time() * 1000)
+            with self._conn:
+                self._conn.execute("BEGIN IMMEDIATE")
+                moved = self._conn.execute(
+                    f"INSERT INTO events ({_EVENT_COLS})"
+                    " SELECT message_id, kind, key, event_type, ?, event_time, body"
+                    f" FROM dead WHERE {where} ORDER BY seq",
+                    [now, *args],
+                ).rowcount
+                self._conn.execute(f"DELETE FROM dead WHERE {where}", args)
+            return moved
+
+        moved = await self._run(work)
+        self._depth += moved
+        return moved
+
+    async def purge(self, seqs: Sequence[int] | None = None, reason: str | None = None) -> int:
+        where, args = self._dead_filter(seqs, reason)
+
+        def work() -> int:
+            assert self._conn is not None
+            with self._conn:
+                return self._conn.execute(f"DELETE FROM dead WHERE {where}", args).rowcount
 
         return await self._run(work)
 
