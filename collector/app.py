@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -16,18 +18,73 @@ from starlette.routing import Route
 from . import __version__
 from .config import Settings
 from .errors import RequestError, SpoolError, SpoolFull
+from .forward import DryRunSink, Forwarder, RetryPolicy, Sink
 from .ingest import Ingest, json_response
 from .metrics import Metrics
 from .spool import Spool, open_spool
+from .yespo import YespoClient
 
 log = logging.getLogger("collector")
 
 
+def make_sink(settings: Settings) -> Sink:
+    """Yespo's API, or the log when no YESPO_API_KEY is set (dry run)."""
+    if settings.yespo_api_key:
+        return YespoClient(
+            settings.yespo_api_url,
+            settings.yespo_api_key,
+            event_version=settings.yespo_event_api,
+            timeout_s=settings.yespo_timeout_s,
+            max_connections=settings.yespo_concurrency,
+        )
+    return DryRunSink()
+
+
+def make_forwarder(settings: Settings, spool: Spool, metrics: Metrics) -> Forwarder:
+    retry = RetryPolicy(
+        base_ms=settings.retry_base_ms,
+        max_delay_ms=settings.retry_max_delay_s * 1000,
+        max_age_ms=settings.max_event_age_s * 1000,
+    )
+    return Forwarder(
+        spool,
+        make_sink(settings),
+        concurrency=settings.yespo_concurrency,
+        max_rps=settings.yespo_max_rps,
+        retry=retry,
+        lease_ms=max(60_000, int(settings.yespo_timeout_s * 3000)),
+        metrics=metrics,
+    )
+
+
+def delivery_banner(settings: Settings) -> str:
+    if settings.dry_run:
+        return (
+            "DRY RUN: no YESPO_API_KEY set. Events are validated and spooled, and"
+            " 'delivered' to this log in their Yespo form; nothing is sent to Yespo"
+        )
+    rps = f"at most {settings.yespo_max_rps:g} req/s" if settings.yespo_max_rps else "no rate limit"
+    return (
+        f"delivering to {settings.yespo_api_url} ({settings.yespo_event_api}/event),"
+        f" {settings.yespo_concurrency} in flight, {rps}"
+    )
+
+
+async def stop_forwarder(forwarder: Forwarder, task: asyncio.Task[None], timeout_s: float) -> None:
+    """Graceful: stop leasing, finish in-flight sends within the timeout, report the rest."""
+    left = await forwarder.stop(timeout_s)
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+    await forwarder.sink.close()
+    log.info("forwarder stopped: %d events left in the spool, sent after the next start", left)
+
+
 def create_app(settings: Settings, spool: Spool | None = None) -> Starlette:
-    """The collector as an ASGI app. The spool is opened and closed by its lifespan."""
+    """The collector as an ASGI app. The spool and forwarder live as long as its lifespan."""
     spool = spool if spool is not None else open_spool(settings)
     metrics = Metrics()
-    ingest = Ingest(settings, spool, metrics)
+    forwarder = make_forwarder(settings, spool, metrics) if settings.forward else None
+    ingest = Ingest(settings, spool, metrics, forwarder.notify if forwarder else None)
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -42,9 +99,20 @@ def create_app(settings: Settings, spool: Spool | None = None) -> Starlette:
                 "no COLLECTOR_API_KEYS configured: this run accepts the key %s",
                 settings.api_keys[0],
             )
+        task = None
+        if forwarder is not None:
+            log.log(
+                logging.WARNING if settings.dry_run else logging.INFO, delivery_banner(settings)
+            )
+            await forwarder.sink.start()
+            task = asyncio.create_task(forwarder.run(), name="forwarder")
+        else:
+            log.info("delivery is off here (--no-forward): run 'collector forward' beside it")
         try:
             yield
         finally:
+            if forwarder is not None and task is not None:
+                await stop_forwarder(forwarder, task, settings.shutdown_timeout_s)
             await spool.close()
             log.info("spool closed")
 
@@ -69,6 +137,11 @@ def create_app(settings: Settings, spool: Spool | None = None) -> Starlette:
         body = {key: f"events not stored, try again later: {exc.message}"}
         return json_response(body, 503, {"Retry-After": str(exc.retry_after)})
 
+    def forwarder_state() -> str:
+        if forwarder is None:
+            return "off (run 'collector forward')"
+        return "dry-run" if settings.dry_run and not forwarder.paused else forwarder.state
+
     async def healthz(request: Request) -> Response:
         return json_response({"status": "ok", "version": __version__})
 
@@ -86,8 +159,7 @@ def create_app(settings: Settings, spool: Spool | None = None) -> Starlette:
             "spool": problems[0] if problems else "writable",
             "depth": stats.depth,
             "dead_letters": stats.dead,
-            # Delivery to Yespo is the next release's forwarder; until then events wait.
-            "forwarder": "not included in this version",
+            "forwarder": forwarder_state(),
         }
         return json_response(body, 503 if problems else 200)
 
@@ -121,4 +193,5 @@ def create_app(settings: Settings, spool: Spool | None = None) -> Starlette:
     app.state.settings = settings
     app.state.spool = spool
     app.state.metrics = metrics
+    app.state.forwarder = forwarder
     return app

@@ -2,14 +2,23 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
+import signal
 import sys
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
 import click
+import orjson
 
 from . import __version__
 from .config import ConfigError, Settings
+from .spool import Spool, SpoolStats
+
+T = TypeVar("T")
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -22,27 +31,43 @@ def main() -> None:
     """
 
 
-@main.command()
-@click.option("--host", help="Address to listen on [COLLECTOR_HOST, default 127.0.0.1].")
-@click.option("--port", type=int, help="Port to listen on [COLLECTOR_PORT, default 8080].")
-@click.option("--spool-url", help="Spool location [COLLECTOR_SPOOL_URL].")
-@click.option("--log-level", help="debug, info, warning, error [COLLECTOR_LOG_LEVEL].")
-def serve(host: str | None, port: int | None, spool_url: str | None, log_level: str | None) -> None:
-    """Accept events over HTTP and keep them in the spool."""
-    import uvicorn
-
-    from .app import create_app
-
+def load_settings(**overrides: Any) -> Settings:
     try:
-        settings = Settings.from_env(
-            os.environ, host=host, port=port, spool_url=spool_url, log_level=log_level
-        )
+        settings = Settings.from_env(os.environ, **overrides)
     except ConfigError as exc:
         raise click.UsageError(str(exc)) from None
     logging.basicConfig(
         level=settings.log_level.upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
+    )
+    return settings
+
+
+@main.command()
+@click.option("--host", help="Address to listen on [COLLECTOR_HOST, default 127.0.0.1].")
+@click.option("--port", type=int, help="Port to listen on [COLLECTOR_PORT, default 8080].")
+@click.option("--spool-url", help="Spool location [COLLECTOR_SPOOL_URL].")
+@click.option("--log-level", help="debug, info, warning, error [COLLECTOR_LOG_LEVEL].")
+@click.option(
+    "--forward/--no-forward",
+    default=None,
+    help="Deliver to Yespo from this process [COLLECTOR_FORWARD, default on].",
+)
+def serve(
+    host: str | None,
+    port: int | None,
+    spool_url: str | None,
+    log_level: str | None,
+    forward: bool | None,
+) -> None:
+    """Accept events over HTTP, keep them in the spool, deliver them to Yespo."""
+    import uvicorn
+
+    from .app import create_app
+
+    settings = load_settings(
+        host=host, port=port, spool_url=spool_url, log_level=log_level, forward=forward
     )
     uvicorn.run(
         create_app(settings),
@@ -53,3 +78,156 @@ def serve(host: str | None, port: int | None, spool_url: str | None, log_level: 
         server_header=False,
         timeout_graceful_shutdown=10,
     )
+
+
+@main.command()
+@click.option("--spool-url", help="Spool location [COLLECTOR_SPOOL_URL].")
+@click.option("--log-level", help="debug, info, warning, error [COLLECTOR_LOG_LEVEL].")
+def forward(spool_url: str | None, log_level: str | None) -> None:
+    """Only deliver: drain the spool into Yespo (beside a 'serve --no-forward')."""
+    settings = load_settings(spool_url=spool_url, log_level=log_level)
+    asyncio.run(_forward(settings))
+
+
+async def _forward(settings: Settings) -> None:
+    from .app import delivery_banner, make_forwarder, stop_forwarder
+    from .metrics import Metrics
+    from .spool import open_spool
+
+    spool = open_spool(settings)
+    await spool.open()
+    forwarder = make_forwarder(settings, spool, Metrics())
+    await forwarder.sink.start()
+    log = logging.getLogger("collector")
+    log.info("collector %s forward: spool %s", __version__, settings.spool_url)
+    log.log(logging.WARNING if settings.dry_run else logging.INFO, delivery_banner(settings))
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    task = asyncio.create_task(forwarder.run())
+    await stop.wait()
+    log.info("stopping: finishing in-flight sends (at most %gs)", settings.shutdown_timeout_s)
+    await stop_forwarder(forwarder, task, settings.shutdown_timeout_s)
+    await spool.close()
+
+
+# -- operator commands --------------------------------------------------------------------
+
+
+@main.group()
+def spool() -> None:
+    """Look into the spool and act on dead letters (safe while the collector runs)."""
+
+
+spool_url_option = click.option("--spool-url", help="Spool location [COLLECTOR_SPOOL_URL].")
+
+
+def _with_spool(spool_url: str | None, work: Callable[[Spool], Awaitable[T]]) -> T:
+    settings = load_settings(spool_url=spool_url, log_level="warning")
+
+    async def run() -> T:
+        from .spool import open_spool
+
+        s = open_spool(settings)
+        await s.open()
+        try:
+            return await work(s)
+        finally:
+            await s.close()
+
+    return asyncio.run(run())
+
+
+@spool.command()
+@spool_url_option
+def status(spool_url: str | None) -> None:
+    """Depth, oldest event age, in flight, dead letters by reason."""
+
+    async def work(s: Spool) -> tuple[SpoolStats, dict[str, int]]:
+        return await s.stats(), await s.dead_counts()
+
+    stats, dead = _with_spool(spool_url, work)
+    age = "-"
+    if stats.oldest_received_at is not None:
+        age = f"{max(0.0, time.time() - stats.oldest_received_at / 1000):.1f}s"
+    click.echo(f"waiting:      {stats.depth}")
+    click.echo(f"in flight:    {stats.in_flight}")
+    click.echo(f"oldest age:   {age}")
+    click.echo(f"dead letters: {stats.dead}")
+    for reason, count in sorted(dead.items()):
+        click.echo(f"  {reason}: {count}")
+
+
+@spool.command()
+@spool_url_option
+@click.option("--reason", help="Only this reason (rejected, expired).")
+@click.option("--type", "event_type", help="Only this event type.")
+@click.option("--limit", default=100, show_default=True, help="At most this many.")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
+def dead(
+    spool_url: str | None, reason: str | None, event_type: str | None, limit: int, as_json: bool
+) -> None:
+    """List dead letters, oldest first, with Yespo's answer."""
+    letters = _with_spool(spool_url, lambda s: s.dead_letters(10**9))
+    shown = 0
+    for d in letters:
+        if (reason and d.reason != reason) or (event_type and d.record.event_type != event_type):
+            continue
+        if shown == limit:
+            break
+        shown += 1
+        if as_json:
+            line = {
+                "seq": d.record.seq,
+                "messageId": d.record.message_id,
+                "eventType": d.record.event_type,
+                "reason": d.reason,
+                "status": d.status,
+                "detail": d.detail,
+                "deadAt": d.dead_at,
+                "body": orjson.Fragment(d.record.body),
+            }
+            click.echo(orjson.dumps(line))
+        else:
+            click.echo(
+                f"{d.record.seq}\t{d.reason}\t{d.status}\t{d.record.event_type}"
+                f"\t{d.record.message_id}\t{d.detail[:120]}"
+            )
+
+
+def _selection(seqs: tuple[int, ...], reason: str | None, everything: bool) -> list[int] | None:
+    if not (seqs or reason or everything):
+        raise click.UsageError("say which: --seq N (repeatable), --reason R, or --all")
+    return list(seqs) if seqs else None
+
+
+@spool.command()
+@spool_url_option
+@click.option("--seq", "seqs", type=int, multiple=True, help="A dead letter's seq (repeatable).")
+@click.option("--reason", help="Every dead letter with this reason.")
+@click.option("--all", "everything", is_flag=True, help="Every dead letter.")
+def replay(
+    spool_url: str | None, seqs: tuple[int, ...], reason: str | None, everything: bool
+) -> None:
+    """Requeue dead letters for delivery (at the end of the queue)."""
+    chosen = _selection(seqs, reason, everything)
+    moved = _with_spool(spool_url, lambda s: s.replay(chosen, reason))
+    click.echo(f"requeued {moved} dead letter(s)")
+
+
+@spool.command()
+@spool_url_option
+@click.option("--seq", "seqs", type=int, multiple=True, help="A dead letter's seq (repeatable).")
+@click.option("--reason", help="Every dead letter with this reason.")
+@click.option("--all", "everything", is_flag=True, help="Every dead letter.")
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+def purge(
+    spool_url: str | None, seqs: tuple[int, ...], reason: str | None, everything: bool, yes: bool
+) -> None:
+    """Delete dead letters for good. Waiting events are never purged."""
+    chosen = _selection(seqs, reason, everything)
+    if not yes:
+        click.confirm("Delete the selected dead letters for good?", abort=True)
+    removed = _with_spool(spool_url, lambda s: s.purge(chosen, reason))
+    click.echo(f"deleted {removed} dead letter(s)")

@@ -28,6 +28,15 @@ DEFAULT_DEDUP_WINDOW_S = 24 * 3600
 DEFAULT_SPOOL_MAX_EVENTS = 1_000_000
 
 
+# Requests in flight to Yespo at once; each is one keep-alive connection.
+DEFAULT_YESPO_CONCURRENCY = 32
+# Yespo publishes no rate limit; 200 requests/s is ~17 million events a day, far above a
+# typical shop, and low enough not to look like a flood. 0 lifts the ceiling.
+DEFAULT_YESPO_MAX_RPS = 200.0
+# An entry that still fails after a week is dead-lettered ("expired") instead of retried.
+DEFAULT_MAX_EVENT_AGE_S = 7 * 24 * 3600
+
+
 class ConfigError(ValueError):
     """A setting has a value the collector cannot use."""
 
@@ -52,6 +61,16 @@ class Settings:
     identifying_params: tuple[str, ...] = ("email", "phone", "contactId", "contactKey", "pushToken")
     check_order_total: bool = True
     log_level: str = "info"
+    # Delivery (the forwarder).
+    forward: bool = True
+    yespo_event_api: str = "v1"
+    yespo_concurrency: int = DEFAULT_YESPO_CONCURRENCY
+    yespo_max_rps: float = DEFAULT_YESPO_MAX_RPS
+    yespo_timeout_s: float = 10.0
+    retry_base_ms: int = 1000
+    retry_max_delay_s: int = 300
+    max_event_age_s: int = DEFAULT_MAX_EVENT_AGE_S
+    shutdown_timeout_s: float = 10.0
     # Keys generated at start-up because none were configured (printed in the banner).
     generated_key: bool = field(default=False, compare=False)
 
@@ -60,7 +79,16 @@ class Settings:
             raise ConfigError(
                 f"COLLECTOR_SPOOL_SYNC must be 'full' or 'normal', got {self.spool_sync!r}"
             )
-        for name in ("port", "spool_max_events", "max_body_bytes", "max_batch_events"):
+        if self.yespo_event_api not in ("v1", "v2"):
+            raise ConfigError(f"YESPO_EVENT_API must be v1 or v2, got {self.yespo_event_api!r}")
+        if self.yespo_max_rps < 0 or self.yespo_timeout_s <= 0 or self.shutdown_timeout_s < 0:
+            raise ConfigError(
+                "YESPO_MAX_RPS, YESPO_TIMEOUT and COLLECTOR_SHUTDOWN_TIMEOUT must be >= 0"
+            )
+        for name in (
+            "port", "spool_max_events", "max_body_bytes", "max_batch_events",
+            "yespo_concurrency", "retry_base_ms", "retry_max_delay_s", "max_event_age_s",
+        ):  # fmt: skip
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name} must be positive, got {getattr(self, name)}")
         if self.max_batch_events < 500:
@@ -126,11 +154,24 @@ ENV: dict[str, str] = {
     "identifying_params": "COLLECTOR_IDENTIFYING_PARAMS",
     "check_order_total": "COLLECTOR_CHECK_ORDER_TOTAL",
     "log_level": "COLLECTOR_LOG_LEVEL",
+    "forward": "COLLECTOR_FORWARD",
+    "yespo_event_api": "YESPO_EVENT_API",
+    "yespo_concurrency": "YESPO_CONCURRENCY",
+    "yespo_max_rps": "YESPO_MAX_RPS",
+    "yespo_timeout_s": "YESPO_TIMEOUT",
+    "retry_base_ms": "COLLECTOR_RETRY_BASE_MS",
+    "retry_max_delay_s": "COLLECTOR_RETRY_MAX_DELAY",
+    "max_event_age_s": "COLLECTOR_MAX_EVENT_AGE",
+    "shutdown_timeout_s": "COLLECTOR_SHUTDOWN_TIMEOUT",
 }
 
-_INT = {"port", "spool_max_events", "dedup_window_s", "max_body_bytes", "max_batch_events"}
+_INT = {
+    "port", "spool_max_events", "dedup_window_s", "max_body_bytes", "max_batch_events",
+    "yespo_concurrency", "retry_base_ms", "retry_max_delay_s", "max_event_age_s",
+}  # fmt: skip
+_FLOAT = {"yespo_max_rps", "yespo_timeout_s", "shutdown_timeout_s"}
 _LIST = {"api_keys", "key_value_order", "identifying_params"}
-_BOOL = {"check_order_total"}
+_BOOL = {"check_order_total", "forward"}
 
 
 def _parse(name: str, var: str, raw: str) -> Any:
@@ -139,6 +180,11 @@ def _parse(name: str, var: str, raw: str) -> Any:
             return int(raw)
         except ValueError:
             raise ConfigError(f"{var} must be a whole number, got {raw!r}") from None
+    if name in _FLOAT:
+        try:
+            return float(raw)
+        except ValueError:
+            raise ConfigError(f"{var} must be a number, got {raw!r}") from None
     if name in _LIST:
         return tuple(part.strip() for part in raw.split(",") if part.strip())
     if name in _BOOL:

@@ -94,17 +94,39 @@ def _errors(errors: Sequence[FieldError], prefix: str = "") -> list[dict[str, st
     return [{"field": _path(prefix, e.field), "message": e.message} for e in errors]
 
 
+class _Counters:
+    """One endpoint's labelled counters, looked up once instead of on every request."""
+
+    __slots__ = ("accepted", "duplicates", "received", "rejected")
+
+    def __init__(self, metrics: Metrics, endpoint: str) -> None:
+        self.received = metrics.received.labels(endpoint)
+        self.accepted = metrics.accepted.labels(endpoint)
+        self.duplicates = metrics.duplicates.labels(endpoint)
+        self.rejected = metrics.rejected.labels(endpoint)
+
+
 class Ingest:
     """The ingest endpoints, bound to one spool."""
 
-    def __init__(self, settings: Settings, spool: Spool, metrics: Metrics) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        spool: Spool,
+        metrics: Metrics,
+        on_append: Callable[[], None] | None = None,
+    ) -> None:
         self.spool = spool
+        self._on_append = on_append
         self.metrics = metrics
         self.rules = rules_from(settings)
         self.max_body = settings.max_body_bytes
         self.max_batch = settings.max_batch_events
         self._keys = tuple(k.encode() for k in settings.api_keys)
         self._new_id = id_factory()
+        self._on_events = _Counters(metrics, "events")
+        self._on_yespo_event = _Counters(metrics, "yespo_event")
+        self._on_yespo_orders = _Counters(metrics, "yespo_orders")
 
     # -- auth ----------------------------------------------------------------------------
 
@@ -134,7 +156,7 @@ class Ingest:
 
     # -- spool ---------------------------------------------------------------------------
 
-    async def _append(self, good: Sequence[Normalized], endpoint: str) -> int:
+    async def _append(self, good: Sequence[Normalized], counters: _Counters) -> int:
         """Commit `good`; return how many were duplicates."""
         if not good:
             return 0
@@ -142,9 +164,11 @@ class Ingest:
         stored = await self.spool.append(good, int(time.time() * 1000))
         self.metrics.commit_seconds.observe(time.perf_counter() - started)
         duplicates = len(stored) - sum(stored)
-        self.metrics.accepted.labels(endpoint).inc(len(stored) - duplicates)
+        if self._on_append is not None:
+            self._on_append()
+        counters.accepted.inc(len(stored) - duplicates)
         if duplicates:
-            self.metrics.duplicates.labels(endpoint).inc(duplicates)
+            counters.duplicates.inc(duplicates)
         return duplicates
 
     # -- endpoints -----------------------------------------------------------------------
@@ -168,7 +192,7 @@ class Ingest:
             batch = [data]
         else:
             raise BadRequest('body must be an event object or {"batch": [events]}')
-        self.metrics.received.labels("events").inc(len(batch))
+        self._on_events.received.inc(len(batch))
 
         good: list[Normalized] = []
         rejected: list[dict[str, Any]] = []
@@ -183,8 +207,8 @@ class Ingest:
             item["errors"] = _errors(out)
             rejected.append(item)
         if rejected:
-            self.metrics.rejected.labels("events").inc(len(rejected))
-        duplicates = await self._append(good, "events")
+            self._on_events.rejected.inc(len(rejected))
+        duplicates = await self._append(good, self._on_events)
         reply = {"accepted": len(good), "duplicates": duplicates, "rejected": rejected}
         return json_response(reply, 200 if good else 400)
 
@@ -192,13 +216,13 @@ class Ingest:
         """POST /api/v1/event and /api/v2/event: Yespo's Generate-event body."""
         self._basic(request)
         data = parse_json(await read_body(request, self.max_body))
-        self.metrics.received.labels("yespo_event").inc()
+        self._on_yespo_event.received.inc()
         out = normalize_yespo_event(data, self.rules, self._new_id)
         if not isinstance(out, Normalized):
-            self.metrics.rejected.labels("yespo_event").inc()
+            self._on_yespo_event.rejected.inc()
             message = "; ".join(f"{e.field}: {e.message}" for e in out)
             return json_response({"message": message, "errors": _errors(out)}, 400)
-        await self._append([out], "yespo_event")
+        await self._append([out], self._on_yespo_event)
         # Yespo answers an accepted event with an empty 200.
         return Response(status_code=200)
 
@@ -215,7 +239,7 @@ class Ingest:
             raise BadRequest(
                 f"{len(orders)} orders in one request; Yespo takes at most {MAX_ORDERS_PER_REQUEST}"
             )
-        self.metrics.received.labels("yespo_orders").inc(len(orders))
+        self._on_yespo_orders.received.inc(len(orders))
         good: list[Normalized] = []
         failed: list[dict[str, Any]] = []
         for index, raw in enumerate(orders):
@@ -231,6 +255,6 @@ class Ingest:
             item["errors"] = _errors(out, prefix)
             failed.append(item)
         if failed:
-            self.metrics.rejected.labels("yespo_orders").inc(len(failed))
-        await self._append(good, "yespo_orders")
+            self._on_yespo_orders.rejected.inc(len(failed))
+        await self._append(good, self._on_yespo_orders)
         return json_response({"failedOrders": failed})

@@ -38,6 +38,26 @@ class Metrics:
         self.spool_oldest_age = Gauge(
             "spool_oldest_event_age_seconds", "Age of the oldest waiting entry.", registry=r
         )
+        self.sent = Counter(
+            "sent_events", "Entries Yespo acknowledged (2xx or Duplicated request).", registry=r
+        )
+        self.delivery_attempts = Counter(
+            "delivery_attempts",
+            "Delivery attempts by outcome: delivered, rejected, retry, auth.",
+            ["outcome"],
+            registry=r,
+        )
+        self.dead_lettered = Counter(
+            "events_discarded",
+            "Entries moved to dead letters, by reason (rejected, expired). Kept, not lost.",
+            ["reason"],
+            registry=r,
+        )
+        self.forwarder_paused = Gauge(
+            "forwarder_paused",
+            "1 while delivery is paused because Yespo refused the key.",
+            registry=r,
+        )
         self.commit_seconds = Histogram(
             "spool_append_seconds",
             "Time from handing events to the spool to their commit.",

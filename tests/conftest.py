@@ -82,7 +82,9 @@ class Running:
 
 
 def make_settings(tmp_path: Path, **overrides: Any) -> Settings:
-    base = Settings(api_keys=(API_KEY,), spool_url=f"sqlite:///{tmp_path}/spool.db")
+    """Settings for a test collector; delivery is off unless a test turns it on, so
+    ingest tests can look at what the spool holds."""
+    base = Settings(api_keys=(API_KEY,), spool_url=f"sqlite:///{tmp_path}/spool.db", forward=False)
     return dataclasses.replace(base, **overrides)
 
 

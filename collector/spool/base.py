@@ -138,6 +138,10 @@ class Spool(abc.ABC):
         """Delete dead letters (all, or the selected ones) for good. Returns how many."""
 
     @abc.abstractmethod
+    async def dead_counts(self) -> dict[str, int]:
+        """Dead letters by reason."""
+
+    @abc.abstractmethod
     async def stats(self) -> SpoolStats: ...
 
     @abc.abstractmethod

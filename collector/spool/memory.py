@@ -129,6 +129,12 @@ class MemorySpool(Spool):
             self._dead.remove(d)
         return len(picked)
 
+    async def dead_counts(self) -> dict[str, int]:
+        counts: dict[str, int] = {}
+        for d in self._dead:
+            counts[d.reason] = counts.get(d.reason, 0) + 1
+        return counts
+
     async def stats(self) -> SpoolStats:
         oldest = next(iter(self._rows.values())).record.received_at if self._rows else None
         now = int(time.time() * 1000)

@@ -521,6 +521,14 @@ class SqliteSpool(Spool):
 
         return await self._run(work)
 
+    async def dead_counts(self) -> dict[str, int]:
+        def work() -> dict[str, int]:
+            assert self._conn is not None
+            rows = self._conn.execute("SELECT reason, count(*) FROM dead GROUP BY reason")
+            return {reason: count for reason, count in rows}
+
+        return await self._run(work)
+
     async def stats(self) -> SpoolStats:
         def work() -> SpoolStats:
             assert self._conn is not None

@@ -1,0 +1,365 @@
+"""Sink stage: drain the spool into Yespo.
+
+Guarantees (the end-to-end tests in tests/test_delivery.py check each):
+
+* A spool entry is acknowledged (removed) only after Yespo's 2xx, or Yespo's
+  "Duplicated request" (it already has it).
+* A rejection (400 and other refusals) is dead-lettered with status, body and time:
+  never retried blindly, never lost; `collector spool replay` sends it again.
+* 429, 5xx, timeouts and connection errors are retried with exponential backoff and
+  jitter, honouring Retry-After; an entry older than the maximum age is dead-lettered
+  as "expired" instead of being retried forever.
+* 401/403 pause delivery as a whole: the key is wrong, the events are fine. Nothing is
+  dead-lettered; a probe every few seconds resumes delivery once the key works.
+* One key's entries (one order, one contact) reach Yespo in the order they were
+  accepted, retries included: the spool hands out only a key's head, and the head stays
+  leased until its outcome is written. A failing entry holds back only its own key.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import time
+from collections.abc import Callable, Coroutine, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from .errors import SpoolError
+from .metrics import Metrics
+from .spool import Record, Spool
+from .yespo import MAX_ORDERS_PER_REQUEST, Outcome, Reply, failed_order_ids
+
+log = logging.getLogger("collector.forward")
+
+
+class Sink(Protocol):
+    """Where entries go: Yespo's API (`YespoClient`) or the log (`DryRunSink`)."""
+
+    async def start(self) -> None: ...
+    async def close(self) -> None: ...
+    async def send_event(self, body: bytes) -> Reply: ...
+    async def send_orders(self, orders: list[bytes]) -> Reply: ...
+
+
+class DryRunSink:
+    """No Yespo key: every entry is "delivered" to the log in its Yespo form."""
+
+    async def start(self) -> None:
+        return None
+
+    async def close(self) -> None:
+        return None
+
+    async def send_event(self, body: bytes) -> Reply:
+        log.info("dry-run: would POST /v1/event %s", body.decode())
+        return Reply(200, "")
+
+    async def send_orders(self, orders: list[bytes]) -> Reply:
+        log.info("dry-run: would POST /v1/orders with %d orders", len(orders))
+        return Reply(200, '{"failedOrders":[]}')
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    """Exponential backoff with equal jitter, floored by Retry-After. Pure."""
+
+    base_ms: int = 1000
+    # Yespo's own plugins back off for minutes; beyond 5 minutes a wait only adds latency.
+    max_delay_ms: int = 300_000
+    # Past this age an entry is dead-lettered ("expired") instead of retried again.
+    max_age_ms: int = 7 * 24 * 3600 * 1000
+
+    def delay_ms(self, failures: int, retry_after_s: float | None, rand: float) -> int:
+        """Wait before attempt number `failures + 1`; `rand` is uniform in [0, 1)."""
+        doublings = min(max(failures - 1, 0), 30)
+        ceiling: int = min(self.max_delay_ms, self.base_ms << doublings)
+        delay = ceiling // 2 + int(rand * (ceiling - ceiling // 2))
+        if retry_after_s is not None:
+            delay = max(delay, int(retry_after_s * 1000))
+        return delay
+
+    def expired(self, received_at: int, now: int) -> bool:
+        return now - received_at > self.max_age_ms
+
+
+class RateLimiter:
+    """Token bucket: at most `rate` acquisitions per second, bursts up to `burst`."""
+
+    def __init__(
+        self, rate: float, burst: int | None = None, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.rate = rate
+        self.burst = burst if burst is not None else max(1, int(rate / 10))
+        self._tokens = float(self.burst)
+        self._clock = clock
+        self._last = clock()
+
+    async def reserve(self, most: int) -> int:
+        """Wait for at least one token, then take up to `most`; return how many."""
+        if self.rate <= 0:
+            return most
+        while True:
+            now = self._clock()
+            self._tokens = min(self.burst, self._tokens + (now - self._last) * self.rate)
+            self._last = now
+            if self._tokens >= 1:
+                taken: int = min(most, int(self._tokens))
+                self._tokens -= taken
+                return taken
+            await asyncio.sleep((1 - self._tokens) / self.rate)
+
+    def refund(self, count: int) -> None:
+        """Give back tokens reserved for requests that were not made."""
+        if self.rate > 0 and count > 0:
+            self._tokens = min(float(self.burst), self._tokens + count)
+
+
+@dataclass(slots=True)
+class _Outcomes:
+    """Outcomes waiting to be written to the spool, a few statements for many entries."""
+
+    ack: list[int] = field(default_factory=list)
+    retry: list[tuple[int, int]] = field(default_factory=list)  # (seq, not_before)
+    dead: list[tuple[int, str, int | None, str]] = field(default_factory=list)
+
+    def __bool__(self) -> bool:
+        return bool(self.ack or self.retry or self.dead)
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+class Forwarder:
+    """Leases entries from the spool and sends them with bounded concurrency and rate."""
+
+    def __init__(
+        self,
+        spool: Spool,
+        sink: Sink,
+        *,
+        concurrency: int = 32,
+        max_rps: float = 0,
+        retry: RetryPolicy | None = None,
+        lease_ms: int = 60_000,
+        poll_ms: int = 200,
+        probe_ms: tuple[int, int] = (2000, 60_000),
+        metrics: Metrics | None = None,
+        clock: Callable[[], int] = _now_ms,
+        rand: Callable[[], float] = random.random,
+    ) -> None:
+        self.spool = spool
+        self.sink = sink
+        self.concurrency = concurrency
+        self.retry = retry or RetryPolicy()
+        # A lease outlives any single send (timeouts are shorter), so an entry is leased
+        # again only when the process that held it died.
+        self.lease_ms = lease_ms
+        self.poll_ms = poll_ms
+        self.probe_ms = probe_ms
+        self.metrics = metrics
+        self._limiter = RateLimiter(max_rps)
+        self._clock = clock
+        self._rand = rand
+        self._wake = asyncio.Event()
+        self._stopping = False
+        self._done = _Outcomes()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._paused: str | None = None
+        self._probe_wait = probe_ms[0]
+        self.delivered = 0
+
+    # -- state ---------------------------------------------------------------------------
+
+    @property
+    def state(self) -> str:
+        if self._stopping:
+            return "stopping"
+        return f"paused: {self._paused}" if self._paused else "running"
+
+    @property
+    def paused(self) -> bool:
+        return self._paused is not None
+
+    def notify(self) -> None:
+        """New entries were appended: look now instead of at the next poll."""
+        self._wake.set()
+
+    # -- main loop -----------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Deliver until `stop()`; then finish in-flight sends (bounded by stop's timeout)."""
+        while not self._stopping:
+            try:
+                await self._flush()
+                if self._paused:
+                    await self._probe()
+                    continue
+                free = self.concurrency - len(self._tasks)
+                if not free:
+                    await self._sleep(self.poll_ms)  # a finishing send wakes us
+                    continue
+                # Tokens first, then the lease: an entry never waits for the rate limit
+                # while leased, so its lease cannot run out before it is sent.
+                tokens = await self._limiter.reserve(free)
+                records = await self.spool.lease(tokens, self.lease_ms, self._clock())
+            except SpoolError as exc:
+                log.error("spool unavailable to the forwarder, retrying in 1 s: %s", exc)
+                await self._sleep(1000)
+                continue
+            self._limiter.refund(tokens - self._dispatch(records))
+            if not records:
+                await self._sleep(self.poll_ms)
+
+    async def stop(self, timeout_s: float) -> int:
+        """Stop leasing, wait up to `timeout_s` for in-flight sends; return entries left."""
+        self._stopping = True
+        self._wake.set()
+        if self._tasks:
+            _, pending = await asyncio.wait(self._tasks, timeout=timeout_s)
+            for task in pending:
+                task.cancel()  # its lease expires and the entry is sent again later
+            for task in pending:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        with contextlib.suppress(SpoolError):
+            await self._flush()
+        try:
+            left = (await self.spool.stats()).depth
+        except SpoolError:
+            left = -1
+        return left
+
+    async def _sleep(self, ms: int) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._wake.wait(), ms / 1000)
+        self._wake.clear()
+
+    def _dispatch(self, records: Sequence[Record]) -> int:
+        """Start one send per event and one per chunk of orders; return requests made."""
+        orders = [r for r in records if r.kind == "order"]
+        requests = 0
+        for r in records:
+            if r.kind != "order":
+                self._spawn(self._send_event(r))
+                requests += 1
+        for start in range(0, len(orders), MAX_ORDERS_PER_REQUEST):
+            self._spawn(self._send_orders(orders[start : start + MAX_ORDERS_PER_REQUEST]))
+            requests += 1
+        return requests
+
+    def _spawn(self, coro: Coroutine[None, None, None]) -> None:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._finished)
+
+    def _finished(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("send task failed", exc_info=task.exception())
+        self._wake.set()
+
+    # -- sending -------------------------------------------------------------------------
+
+    async def _send_event(self, record: Record) -> None:
+        reply = await self.sink.send_event(record.body)
+        self._settle(record, reply.outcome, reply)
+
+    async def _send_orders(self, records: list[Record]) -> None:
+        reply = await self.sink.send_orders([r.body for r in records])
+        outcome = reply.outcome
+        if outcome is not Outcome.DELIVERED:
+            for r in records:
+                self._settle(r, outcome, reply)
+            return
+        failed = failed_order_ids(reply.body) or {}
+        for r in records:
+            reason = failed.get(r.key.removeprefix("order:"))
+            if reason is None:
+                self._settle(r, Outcome.DELIVERED, reply)
+            else:
+                self._settle(r, Outcome.REJECTED, Reply(reply.status, reason))
+
+    def _settle(self, record: Record, outcome: Outcome, reply: Reply) -> None:
+        """Record what to write to the spool for one entry after one attempt."""
+        now = self._clock()
+        if self.metrics is not None:
+            self.metrics.delivery_attempts.labels(outcome.value).inc()
+        if outcome is Outcome.DELIVERED:
+            self._done.ack.append(record.seq)
+            self.delivered += 1
+            if self._paused:
+                self._resume()
+            return
+        if outcome is Outcome.REJECTED:
+            self._done.dead.append((record.seq, "rejected", reply.status, reply.body))
+            log.warning(
+                "Yespo rejected %s %s (HTTP %s): dead-lettered: %s",
+                record.event_type, record.message_id, reply.status, reply.body[:200],
+            )  # fmt: skip
+            return
+        if outcome is Outcome.AUTH:
+            self._done.retry.append((record.seq, now))
+            self._pause(f"Yespo answered HTTP {reply.status}: the API key is wrong or disabled")
+            return
+        if self.retry.expired(record.received_at, now):
+            detail = f"gave up after {record.attempts + 1} attempts; last: {reply.body}"
+            self._done.dead.append((record.seq, "expired", reply.status, detail))
+            return
+        delay = self.retry.delay_ms(record.attempts + 1, reply.retry_after, self._rand())
+        self._done.retry.append((record.seq, now + delay))
+
+    async def _flush(self) -> None:
+        if not self._done:
+            return
+        done, self._done = self._done, _Outcomes()
+        if done.ack:
+            await self.spool.ack(done.ack)
+        by_time: dict[int, list[int]] = {}
+        for seq, not_before in done.retry:
+            by_time.setdefault(not_before, []).append(seq)
+        for not_before, seqs in by_time.items():
+            await self.spool.release(seqs, not_before)
+        now = self._clock()
+        for seq, reason, status, detail in done.dead:
+            await self.spool.dead_letter([seq], reason, status, detail, now)
+            if self.metrics is not None:
+                self.metrics.dead_lettered.labels(reason).inc()
+        if self.metrics is not None and done.ack:
+            self.metrics.sent.inc(len(done.ack))
+
+    # -- pause on a bad key --------------------------------------------------------------
+
+    def _pause(self, reason: str) -> None:
+        if self._paused is None:
+            log.error("DELIVERY PAUSED: %s. Events keep waiting in the spool; fix YESPO_API_KEY.", reason)  # fmt: skip
+            self._probe_wait = self.probe_ms[0]
+        self._paused = reason
+        if self.metrics is not None:
+            self.metrics.forwarder_paused.set(1)
+
+    def _resume(self) -> None:
+        log.warning("delivery resumed: Yespo accepted the API key again")
+        self._paused = None
+        if self.metrics is not None:
+            self.metrics.forwarder_paused.set(0)
+
+    async def _probe(self) -> None:
+        """While paused: wait, then send one entry to learn whether the key works again."""
+        await self._sleep(self._probe_wait)
+        if self._stopping:
+            return
+        self._probe_wait = min(self._probe_wait * 2, self.probe_ms[1])
+        if self._tasks:
+            await asyncio.wait(self._tasks)
+        await self._flush()
+        records = await self.spool.lease(1, self.lease_ms, self._clock())
+        if not records:
+            return
+        if records[0].kind == "order":
+            await self._send_orders(records)
+        else:
+            await self._send_event(records[0])

@@ -1,0 +1,269 @@
+"""End to end: collector and Yespo stand-in both running, over real HTTP."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections import Counter
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+
+from collector.forward import Forwarder
+from collector.spool import Spool
+from collector.standin import StandIn
+from collector.standin_faults import Faults, RejectIf
+
+from .conftest import Running, make_settings, running
+
+YESPO_KEY = "yespo-key"
+
+
+@asynccontextmanager
+async def pipeline(tmp_path: Path, **overrides: Any) -> AsyncIterator[tuple[Running, StandIn]]:
+    async with StandIn(api_key=YESPO_KEY) as standin:
+        settings = make_settings(
+            tmp_path,
+            forward=True,
+            yespo_api_url=standin.url,
+            yespo_api_key=YESPO_KEY,
+            yespo_max_rps=0,
+            yespo_timeout_s=2,
+            retry_base_ms=50,
+            retry_max_delay_s=1,
+            **overrides,
+        )
+        async with running(settings) as c:
+            forwarder(c).probe_ms = (100, 400)
+            yield c, standin
+
+
+def forwarder(c: Running) -> Forwarder:
+    f: Forwarder = c.app.state.forwarder
+    return f
+
+
+def spool(c: Running) -> Spool:
+    s: Spool = c.app.state.spool
+    return s
+
+
+def page_view(n: int) -> dict[str, Any]:
+    return {
+        "type": "pageViewed",
+        "messageId": f"pv-{n}",
+        "contact": {"email": f"visitor{n}@example.com"},
+        "properties": {"location": f"https://shop.example/p/{n}"},
+    }
+
+
+def order_event(kind: str, order: int) -> dict[str, Any]:
+    props: dict[str, Any] = {"externalOrderId": f"ord-{order}"}
+    if kind == "orderCreated":
+        props |= {"totalCost": 10, "status": "INITIALIZED", "date": "2026-11-23T10:00:00"}
+    if kind == "orderUpdated":
+        props |= {"status": "IN_PROGRESS"}
+    return {
+        "type": kind,
+        "messageId": f"{kind}-{order}",
+        "contact": {
+            "externalCustomerId": f"cust-{order % 7}",
+            "email": f"c{order % 7}@example.com",
+        },
+        "properties": props,
+    }
+
+
+async def send(c: Running, events: list[dict[str, Any]]) -> None:
+    for start in range(0, len(events), 500):
+        status, reply = await c.post("/v1/events", {"batch": events[start : start + 500]})
+        assert status == 200 and not reply["rejected"], reply
+
+
+async def eventually(check: Callable[[], Awaitable[bool]], within_s: float = 15) -> None:
+    deadline = time.monotonic() + within_s
+    while not await check():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not met in time")
+        await asyncio.sleep(0.05)
+
+
+def key_values(standin: StandIn) -> Counter[str]:
+    return Counter(orjson.loads(r.raw)["keyValue"] for r in standin.events)
+
+
+async def test_accepted_events_arrive_at_yespo_in_yespo_form_and_leave_the_spool(
+    tmp_path: Path,
+) -> None:
+    async with pipeline(tmp_path) as (c, standin):
+        await send(c, [page_view(1), page_view(2)])
+        arrived = await standin.wait_for_events(2)
+        bodies = sorted((orjson.loads(r.raw) for r in arrived), key=lambda b: b["keyValue"])
+        assert bodies[0] == {
+            "eventTypeKey": "pageViewed",
+            "keyValue": "visitor1@example.com",
+            "params": [
+                {"name": "email", "value": "visitor1@example.com"},
+                {"name": "page", "value": '{"location":"https://shop.example/p/1"}'},
+            ],
+        }
+        assert {r.path for r in arrived} == {"/api/v1/event"}
+        await eventually(lambda: _depth_is(c, 0))
+
+
+async def _depth_is(c: Running, depth: int) -> bool:
+    return (await spool(c).stats()).depth == depth
+
+
+async def test_outage_then_recovery_delivers_every_event_once(tmp_path: Path) -> None:
+    async with pipeline(tmp_path) as (c, standin):
+        standin.faults = Faults(status=503)
+        await send(c, [page_view(n) for n in range(300)])
+        await asyncio.sleep(2)  # several seconds of outage, with retries backing off
+        assert standin.events == []
+        stats = await spool(c).stats()
+        assert (stats.depth, stats.dead) == (300, 0)
+
+        standin.faults = Faults()
+        await standin.wait_for_events(300, within_s=15)
+        await eventually(lambda: _depth_is(c, 0))
+        counts = key_values(standin)
+        assert len(counts) == 300 and set(counts.values()) == {1}
+
+
+async def test_lost_replies_cause_duplicates_only_for_those_requests(tmp_path: Path) -> None:
+    async with pipeline(tmp_path) as (c, standin):
+        standin.faults = Faults(drop_reply=0.2, seed=7)
+        await send(c, [page_view(n) for n in range(200)])
+        await eventually(lambda: _depth_is(c, 0))
+        counts = key_values(standin)
+        assert len(counts) == 200  # everything arrived
+        dropped = standin.stats()["requests"]["/api/v1/event"].get("dropped", 0)
+        assert dropped > 0
+        assert sum(counts.values()) - len(counts) <= dropped
+
+
+async def test_each_orders_events_arrive_in_order_through_5xx_and_429(tmp_path: Path) -> None:
+    async with pipeline(tmp_path) as (c, standin):
+
+        async def flaky() -> None:
+            plans = [
+                Faults(status=503, rate=0.3, seed=1),
+                Faults(status=429, rate=0.3, retry_after=0, seed=2),
+            ]
+            for i in range(10_000):
+                standin.faults = plans[i % 2]
+                await asyncio.sleep(0.1)
+
+        chaos = asyncio.create_task(flaky())
+        stages = ["orderCreated", "orderUpdated", "orderDelivered"]
+        try:
+            for stage in stages:  # each stage a separate request, all orders interleaved
+                await send(c, [order_event(stage, n) for n in range(40)])
+            await standin.wait_for_events(120, within_s=20)
+            await eventually(lambda: _depth_is(c, 0))
+        finally:
+            chaos.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await chaos
+        retried = standin.stats()["requests"]["/api/v1/event"]
+        assert retried.get("503", 0) > 0 and retried.get("429", 0) > 0
+        seen: dict[str, list[str]] = {}
+        for r in standin.events:
+            body = orjson.loads(r.raw)
+            order = next(p["value"] for p in body["params"] if p["name"] == "externalOrderId")
+            seen.setdefault(order, []).append(body["eventTypeKey"])
+        assert len(seen) == 40
+        assert all(arrivals == stages for arrivals in seen.values()), seen
+
+
+async def test_wrong_key_pauses_delivery_loses_nothing_and_resumes(tmp_path: Path) -> None:
+    async with pipeline(tmp_path) as (c, standin):
+        standin.api_key = "rotated"  # the collector's key is now wrong: 401
+        await send(c, [page_view(n) for n in range(50)])
+        await eventually(lambda: _paused(c))
+        async with c.http.get(c.url + "/readyz") as resp:
+            ready = await resp.json()
+        assert ready["forwarder"].startswith("paused") and "401" in ready["forwarder"]
+        await asyncio.sleep(1)
+        stats = await spool(c).stats()
+        assert (stats.depth, stats.dead, len(standin.events)) == (50, 0, 0)
+
+        standin.api_key = YESPO_KEY  # fixed
+        await standin.wait_for_events(50, within_s=15)
+        await eventually(lambda: _depth_is(c, 0))
+        assert not forwarder(c).paused
+        assert (await spool(c).stats()).dead == 0
+
+
+async def _paused(c: Running) -> bool:
+    return forwarder(c).paused
+
+
+async def test_rejected_events_are_dead_lettered_and_replay_delivers_them(tmp_path: Path) -> None:
+    async with pipeline(tmp_path) as (c, standin):
+        standin.faults = Faults(reject_if=RejectIf("email", "visitor3@example.com"))
+        await send(c, [page_view(n) for n in range(6)])
+        await standin.wait_for_events(5)
+        await eventually(lambda: _dead_count_is(c, 1))
+        [dead] = await spool(c).dead_letters(10)
+        assert (dead.reason, dead.status, dead.record.message_id) == ("rejected", 400, "pv-3")
+        assert "reject" in dead.detail
+        assert len(standin.events) == 5
+
+        standin.faults = Faults()
+        assert await spool(c).replay() == 1
+        forwarder(c).notify()
+        await standin.wait_for_events(6)
+        assert key_values(standin)["visitor3@example.com"] == 1
+        assert (await spool(c).stats()).dead == 0
+
+
+async def _dead_count_is(c: Running, n: int) -> bool:
+    return (await spool(c).stats()).dead == n
+
+
+async def test_orders_from_add_orders_endpoint_go_to_add_orders_in_batches(
+    tmp_path: Path,
+) -> None:
+    import base64
+
+    auth = {"Authorization": "Basic " + base64.b64encode(b"u:test-key").decode()}
+
+    def order(n: int) -> dict[str, Any]:
+        return {
+            "externalOrderId": f"A-{n}",
+            "externalCustomerId": f"cust-{n}",
+            "totalCost": 5,
+            "status": "DELIVERED",
+            "date": "2026-11-23T10:00:00",
+            "email": f"o{n}@example.com",
+        }
+
+    async with pipeline(tmp_path) as (c, standin):
+        status, reply = await c.post(
+            "/api/v1/orders", {"orders": [order(n) for n in range(30)]}, headers=auth
+        )
+        assert (status, reply["failedOrders"]) == (200, [])
+        await standin.wait_for_orders(30)
+        assert set(standin.latest_orders) == {f"A-{n}" for n in range(30)}
+        requests = standin.stats()["requests"]["/api/v1/orders"]["200"]
+        assert requests < 30  # batched, not one request per order
+
+
+async def test_dry_run_without_key_logs_yespo_form_and_acknowledges(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level("INFO", logger="collector.forward")
+    async with running(make_settings(tmp_path, forward=True, yespo_api_key=None)) as c:
+        await send(c, [page_view(9)])
+        await eventually(lambda: _depth_is(c, 0))
+        async with c.http.get(c.url + "/readyz") as resp:
+            assert (await resp.json())["forwarder"] == "dry-run"
+    lines = [r.getMessage() for r in caplog.records if "dry-run" in r.getMessage()]
+    assert any('"keyValue":"visitor9@example.com"' in line for line in lines)
