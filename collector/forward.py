@@ -192,6 +192,15 @@ class Forwarder:
 
     async def run(self) -> None:
         """Deliver until `stop()`; then finish in-flight sends (bounded by stop's timeout)."""
+        try:
+            orphans = await self.spool.reset_leases()
+        except SpoolError as exc:
+            log.error("could not reset leases: %s", exc)
+        else:
+            if orphans:
+                log.warning(
+                    "%d entries were in flight when the last run ended: sending again", orphans
+                )
         while not self._stopping:
             try:
                 await self._flush()

@@ -241,3 +241,11 @@ async def test_replay_requeues_dead_letters_at_the_end_and_purge_drops_them(
     assert await spool.purge(seqs=[left.record.seq]) == 1
     assert await spool.dead_letters(10) == []
     assert (await spool.stats()).depth == 2
+
+
+async def test_reset_leases_frees_entries_a_dead_forwarder_held(spool: Spool) -> None:
+    await spool.append([Entry("a1", key="A"), Entry("b1", key="B")], T0)
+    assert len(await spool.lease(10, 60_000, T0)) == 2
+    assert await spool.lease(10, 60_000, T0 + 1) == []
+    assert await spool.reset_leases() == 2
+    assert [r.message_id for r in await spool.lease(10, 60_000, T0 + 1)] == ["a1", "b1"]

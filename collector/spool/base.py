@@ -106,6 +106,13 @@ class Spool(abc.ABC):
         """
 
     @abc.abstractmethod
+    async def reset_leases(self) -> int:
+        """Make every leased entry eligible again; return how many were leased.
+
+        The forwarder calls this when it starts: leases left by a process that died are
+        its own, so waiting for them to expire would only delay delivery."""
+
+    @abc.abstractmethod
     async def ack(self, seqs: Sequence[int]) -> None:
         """Yespo has these entries: remove them."""
 

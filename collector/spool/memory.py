@@ -69,6 +69,12 @@ class MemorySpool(Spool):
             out.append(row.record)
         return out
 
+    async def reset_leases(self) -> int:
+        leased = [r for r in self._rows.values() if r.lease_until]
+        for row in leased:
+            row.lease_until = 0
+        return len(leased)
+
     def _remove(self, seq: int) -> _Row | None:
         row = self._rows.pop(seq, None)
         if row is not None:

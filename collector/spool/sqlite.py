@@ -411,6 +411,15 @@ class SqliteSpool(Spool):
         records.sort(key=lambda r: r[0])
         return [_record(row) for row in records]
 
+    async def reset_leases(self) -> int:
+        def work() -> int:
+            assert self._conn is not None
+            with self._conn:
+                sql = "UPDATE events SET lease_until = 0 WHERE lease_until > 0"
+                return self._conn.execute(sql).rowcount
+
+        return await self._run(work)
+
     async def ack(self, seqs: Sequence[int]) -> None:
         removed = await self._run(self._delete_sync, list(seqs), None)
         self._depth -= removed
