@@ -429,14 +429,18 @@ class SqliteSpool(Spool):
         assert conn is not None
         conn.execute("BEGIN IMMEDIATE")
         try:
-            if dead is not None:
-                conn.executemany(
-                    f"INSERT OR REPLACE INTO dead ({_RECORD_COLS}, reason, status, detail, dead_at)"
-                    f" SELECT {_RECORD_COLS}, ?, ?, ?, ? FROM events WHERE seq = ?",
-                    [(*dead, seq) for seq in seqs],
-                )
-            cur = conn.executemany("DELETE FROM events WHERE seq = ?", [(s,) for s in seqs])
-            removed = cur.rowcount
+            removed = 0
+            for start, size in _chunks(len(seqs)):
+                part = seqs[start : start + size]
+                marks = ", ".join("?" * size)
+                if dead is not None:
+                    conn.execute(
+                        f"INSERT OR REPLACE INTO dead ({_RECORD_COLS}, reason, status, detail,"
+                        f" dead_at) SELECT {_RECORD_COLS}, ?, ?, ?, ? FROM events"
+                        f" WHERE seq IN ({marks})",
+                        [*dead, *part],
+                    )
+                removed += conn.execute(f"DELETE FROM events WHERE seq IN ({marks})", part).rowcount
             conn.execute("COMMIT")
         except BaseException:
             if conn.in_transaction:
@@ -448,11 +452,12 @@ class SqliteSpool(Spool):
         def work() -> None:
             assert self._conn is not None
             with self._conn:
-                self._conn.executemany(
-                    "UPDATE events SET attempts = attempts + 1, not_before = ?, lease_until = 0"
-                    " WHERE seq = ?",
-                    [(not_before, s) for s in seqs],
-                )
+                for start, size in _chunks(len(seqs)):
+                    self._conn.execute(
+                        "UPDATE events SET attempts = attempts + 1, not_before = ?,"
+                        f" lease_until = 0 WHERE seq IN ({', '.join('?' * size)})",
+                        [not_before, *seqs[start : start + size]],
+                    )
 
         await self._run(work)
 
