@@ -64,6 +64,7 @@ class Settings:
     # Delivery (the forwarder).
     forward: bool = True
     yespo_event_api: str = "v1"
+    yespo_orders_api: str = "event"
     yespo_concurrency: int = DEFAULT_YESPO_CONCURRENCY
     yespo_max_rps: float = DEFAULT_YESPO_MAX_RPS
     yespo_timeout_s: float = 10.0
@@ -81,6 +82,10 @@ class Settings:
             )
         if self.yespo_event_api not in ("v1", "v2"):
             raise ConfigError(f"YESPO_EVENT_API must be v1 or v2, got {self.yespo_event_api!r}")
+        if self.yespo_orders_api not in ("event", "orders", "both"):
+            raise ConfigError(
+                f"YESPO_ORDERS_API must be event, orders or both, got {self.yespo_orders_api!r}"
+            )
         if self.yespo_max_rps < 0 or self.yespo_timeout_s <= 0 or self.shutdown_timeout_s < 0:
             raise ConfigError(
                 "YESPO_MAX_RPS, YESPO_TIMEOUT and COLLECTOR_SHUTDOWN_TIMEOUT must be >= 0"
@@ -156,6 +161,7 @@ ENV: dict[str, str] = {
     "log_level": "COLLECTOR_LOG_LEVEL",
     "forward": "COLLECTOR_FORWARD",
     "yespo_event_api": "YESPO_EVENT_API",
+    "yespo_orders_api": "YESPO_ORDERS_API",
     "yespo_concurrency": "YESPO_CONCURRENCY",
     "yespo_max_rps": "YESPO_MAX_RPS",
     "yespo_timeout_s": "YESPO_TIMEOUT",

@@ -29,6 +29,7 @@ from .normalize import (
     normalize_order,
     normalize_yespo_event,
 )
+from .routing import route
 from .spool import Spool
 
 # Yespo's Add-orders takes at most 1000 orders per request; the compatible endpoint
@@ -122,6 +123,7 @@ class Ingest:
         self.rules = rules_from(settings)
         self.max_body = settings.max_body_bytes
         self.max_batch = settings.max_batch_events
+        self.orders_api = settings.yespo_orders_api
         self._keys = tuple(k.encode() for k in settings.api_keys)
         self._new_id = id_factory()
         self._on_events = _Counters(metrics, "events")
@@ -156,17 +158,26 @@ class Ingest:
 
     # -- spool ---------------------------------------------------------------------------
 
-    async def _append(self, good: Sequence[Normalized], counters: _Counters) -> int:
-        """Commit `good`; return how many were duplicates."""
+    async def _append(
+        self, good: Sequence[Normalized], counters: _Counters, owners: Sequence[int] | None = None
+    ) -> int:
+        """Commit `good`; return how many events were duplicates.
+
+        `owners[i]` is the event entry i belongs to, when an event became several entries
+        (see routing.py); an event is a duplicate when none of its entries was stored."""
         if not good:
             return 0
         started = time.perf_counter()
         stored = await self.spool.append(good, int(time.time() * 1000))
         self.metrics.commit_seconds.observe(time.perf_counter() - started)
-        duplicates = len(stored) - sum(stored)
+        if owners is not None:
+            fresh = {owner for owner, flag in zip(owners, stored, strict=True) if flag}
+            events, duplicates = owners[-1] + 1, owners[-1] + 1 - len(fresh)
+        else:
+            events, duplicates = len(stored), len(stored) - sum(stored)
         if self._on_append is not None:
             self._on_append()
-        counters.accepted.inc(len(stored) - duplicates)
+        counters.accepted.inc(events - duplicates)
         if duplicates:
             counters.duplicates.inc(duplicates)
         return duplicates
@@ -195,11 +206,19 @@ class Ingest:
         self._on_events.received.inc(len(batch))
 
         good: list[Normalized] = []
+        owners: list[int] | None = None if self.orders_api == "event" else []
+        accepted = 0
         rejected: list[dict[str, Any]] = []
         for index, raw in enumerate(batch):
             out = normalize_event(raw, self.rules, self._new_id)
             if isinstance(out, Normalized):
-                good.append(out)
+                if owners is None:
+                    good.append(out)
+                else:
+                    for entry in route(out, raw, self.orders_api, self.rules):
+                        good.append(entry)
+                        owners.append(accepted)
+                accepted += 1
                 continue
             item: dict[str, Any] = {"index": index}
             if isinstance(raw, dict) and isinstance(raw.get("messageId"), str):
@@ -208,9 +227,9 @@ class Ingest:
             rejected.append(item)
         if rejected:
             self._on_events.rejected.inc(len(rejected))
-        duplicates = await self._append(good, self._on_events)
-        reply = {"accepted": len(good), "duplicates": duplicates, "rejected": rejected}
-        return json_response(reply, 200 if good else 400)
+        duplicates = await self._append(good, self._on_events, owners)
+        reply = {"accepted": accepted, "duplicates": duplicates, "rejected": rejected}
+        return json_response(reply, 200 if accepted else 400)
 
     async def yespo_event(self, request: Request) -> Response:
         """POST /api/v1/event and /api/v2/event: Yespo's Generate-event body."""

@@ -267,3 +267,24 @@ async def test_dry_run_without_key_logs_yespo_form_and_acknowledges(
             assert (await resp.json())["forwarder"] == "dry-run"
     lines = [r.getMessage() for r in caplog.records if "dry-run" in r.getMessage()]
     assert any('"keyValue":"visitor9@example.com"' in line for line in lines)
+
+
+def complete_order(kind: str, n: int) -> dict[str, Any]:
+    event = order_event(kind, n)
+    event["properties"] |= {"totalCost": 10, "status": "INITIALIZED", "date": "2026-11-23T10:00:00"}
+    return event
+
+
+@pytest.mark.parametrize("mode", ["orders", "both"])
+async def test_order_events_can_also_or_instead_go_to_add_orders(tmp_path: Path, mode: str) -> None:
+    async with pipeline(tmp_path, yespo_orders_api=mode) as (c, standin):
+        # Complete orders can become Add-orders orders; a bare orderDelivered cannot.
+        await send(c, [complete_order("orderCreated", n) for n in range(3)])
+        await send(c, [order_event("orderDelivered", n) for n in range(3)])
+        await standin.wait_for_orders(3)
+        await eventually(lambda: _depth_is(c, 0))
+        assert set(standin.latest_orders) == {"ord-0", "ord-1", "ord-2"}
+        assert standin.latest_orders["ord-0"]["status"] == "INITIALIZED"
+        kinds = Counter(orjson.loads(r.raw)["eventTypeKey"] for r in standin.events)
+        expected = {"orderDelivered": 3} | ({"orderCreated": 3} if mode == "both" else {})
+        assert kinds == expected
