@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -72,10 +71,16 @@ def delivery_banner(settings: Settings) -> str:
 
 async def stop_forwarder(forwarder: Forwarder, task: asyncio.Task[None], timeout_s: float) -> None:
     """Graceful: stop leasing, finish in-flight sends within the timeout, report the rest."""
-    left = await forwarder.stop(timeout_s)
-    with contextlib.suppress(asyncio.CancelledError):
-        await task
+    forwarder.stop(timeout_s)
+    try:
+        await task  # run() drains in-flight sends and writes their outcomes
+    except Exception:
+        log.exception("forwarder failed")
     await forwarder.sink.close()
+    try:
+        left = (await forwarder.spool.stats()).depth
+    except SpoolError:
+        left = -1
     log.info("forwarder stopped: %d events left in the spool, sent after the next start", left)
 
 

@@ -166,6 +166,7 @@ class Forwarder:
         self._rand = rand
         self._wake = asyncio.Event()
         self._stopping = False
+        self._stop_timeout = 10.0
         self._done = _Outcomes()
         self._tasks: set[asyncio.Task[None]] = set()
         self._paused: str | None = None
@@ -219,28 +220,31 @@ class Forwarder:
                 log.error("spool unavailable to the forwarder, retrying in 1 s: %s", exc)
                 await self._sleep(1000)
                 continue
+            except Exception:  # a bug must not stop delivery for good: log it, go on
+                log.exception("forwarder loop failed, retrying in 1 s")
+                await self._sleep(1000)
+                continue
             self._limiter.refund(tokens - self._dispatch(records))
             if not records:
                 await self._sleep(self.poll_ms)
+        await self._drain()
 
-    async def stop(self, timeout_s: float) -> int:
-        """Stop leasing, wait up to `timeout_s` for in-flight sends; return entries left."""
+    def stop(self, timeout_s: float) -> None:
+        """Ask `run()` to stop leasing and give in-flight sends `timeout_s` to finish."""
+        self._stop_timeout = timeout_s
         self._stopping = True
         self._wake.set()
+
+    async def _drain(self) -> None:
         if self._tasks:
-            _, pending = await asyncio.wait(self._tasks, timeout=timeout_s)
+            _, pending = await asyncio.wait(self._tasks, timeout=self._stop_timeout)
             for task in pending:
-                task.cancel()  # its lease expires and the entry is sent again later
+                task.cancel()  # its entry stays leased and goes again after the next start
             for task in pending:
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
         with contextlib.suppress(SpoolError):
             await self._flush()
-        try:
-            left = (await self.spool.stats()).depth
-        except SpoolError:
-            left = -1
-        return left
 
     async def _sleep(self, ms: int) -> None:
         with contextlib.suppress(TimeoutError):
