@@ -84,7 +84,10 @@ def phone(value: object, path: str, errors: Errors) -> str | None:
             FieldError(path, f"must be a phone number as a string, got {describe(value)}")
         )
         return None
-    digits = value.translate(_PHONE_SEPARATORS)
+    # Most numbers come as digits with a leading "+": then there is nothing else to remove.
+    digits = value[1:] if value[:1] == "+" else value
+    if not (digits.isascii() and digits.isdigit()):
+        digits = value.translate(_PHONE_SEPARATORS)
     if not (digits.isascii() and digits.isdigit()):
         wrong = next((c for c in digits if not ("0" <= c <= "9")), "")
         errors.append(
@@ -157,13 +160,13 @@ def normalize_contact(
     return out
 
 
-def contact_params(contact: dict[str, str | None]) -> list[tuple[str, str]]:
-    """The identifiers as params, in `CONTACT_FIELDS` order."""
+def contact_params(contact: dict[str, str | None]) -> list[dict[str, str]]:
+    """The identifiers as Generate-event params (`{name, value}`), in `CONTACT_FIELDS` order."""
     params = []
     for field in CONTACT_FIELDS:
         value = contact.get(field)
         if value is not None:
-            params.append((field, value))
+            params.append({"name": field, "value": value})
     return params
 
 

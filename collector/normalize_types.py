@@ -3,17 +3,25 @@
 Each handler checks one type's properties, appends a `FieldError` for every problem and
 returns the params that follow the contact's. Types Yespo does not know are custom events:
 their properties pass through, stringified.
+
+Each handler has a fast twin for the common shape (see "Fast paths" below; the cart's and the
+order events' are in `orders`): the same params in one pass, without building error paths,
+or None when anything is off. At the end, the way back: Yespo's own params taken apart into
+the contact and the inbound properties.
 """
 
 from __future__ import annotations
 
 import datetime
-import hashlib
 import re
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
+import orjson
+
 from collector import orders
+from collector.contact import IDENTIFIER_PARAMS
 from collector.errors import FieldError
 from collector.normalize_values import (
     MAX_ID,
@@ -30,6 +38,7 @@ from collector.normalize_values import (
     need_number,
     param_text,
     pass_through,
+    plain_pass_through,
     required,
     scalar_text,
     text,
@@ -39,16 +48,12 @@ from collector.normalize_values import (
 MAX_EVENT_TYPE = 100
 # Browsers cap practical URLs near 2 KB; longer ones are tracking junk, not pages.
 MAX_LOCATION = 2048
-# recycleStateId: Latin letters, digits and '-' (the guide's example is a UUID).
-MAX_RECYCLE_STATE_ID = 100
-# Length of a derived recycleStateId (hex digits of a SHA-1).
-_DERIVED_RECYCLE_LEN = 32
 
 # Characters Yespo refuses in eventTypeKey, plus whitespace and control characters.
 _FORBIDDEN_IN_TYPE = re.compile(r"[<;'\\/|\"`^?!,>\s\x00-\x1f\x7f-\x9f]")
-_RECYCLE_STATE_ID = re.compile(r"[A-Za-z0-9-]+", re.ASCII)
 # An absolute URL or a deep link starts with a scheme: https:, myapp:.
 _URL_SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*:", re.ASCII)
+_WEB_SCHEMES = ("https:", "http:")  # the usual ones, checked without the regex
 
 
 # A standard type's params from its properties: (properties, paths, errors, messageId,
@@ -68,19 +73,6 @@ def _page_viewed(
 ) -> list[tuple[str, str]]:
     out: list[tuple[str, str]] = []
     location = props.get("location")
-    if (
-        type(location) is str
-        and len(location) <= MAX_LOCATION
-        and _URL_SCHEME.match(location)
-        and "page" not in props
-    ):
-        # The common case, without building error paths; the checks below say what is wrong.
-        page = json_text({"location": location})
-        if page is not None:
-            out.append(("page", page))
-            if len(props) > 1:
-                pass_through(props, _PAGE_FIELDS, at, errors, out)
-            return out
     if location is None:
         errors.append(required(at("location"), "pageViewed needs the page's URL or deep link"))
     else:
@@ -106,52 +98,62 @@ _PAGE_FIELDS = frozenset({"location", "page"})
 _PRODUCT_FIELDS = frozenset({"productId", "price", "isInStock", "quantity", "currencyCode"})
 
 
-def _in_stock(value: object, at: Paths, errors: Errors) -> int | None:
+def _in_stock(value: object) -> int | None:
     if value is True or (type(value) is int and value == 1):
         return 1
     if value is False or (type(value) is int and value == 0):
         return 0
-    errors.append(
-        FieldError(at("isInStock"), f"must be true, false, 0 or 1, got {describe(value)}")
-    )
     return None
+
+
+def _texts(value: object) -> list[str] | None:
+    """An extra product property as Yespo keeps it, an array of strings; None if it cannot be."""
+    if isinstance(value, list):
+        texts = []
+        for v in value:
+            if type(v) is str:
+                texts.append(v)
+            elif v is not None and is_scalar(v):
+                texts.append(scalar_text(v))
+            else:
+                return None
+        return texts
+    return [scalar_text(value)] if is_scalar(value) else None
 
 
 def _product_viewed(
     props: dict[Any, Any], at: Paths, errors: Errors, mid: str, tz: datetime.tzinfo, check: bool
 ) -> list[tuple[str, str]]:
     product: dict[str, Any] = {}
-    # Each field: the common shape first (no error path built), then the full check.
     product_id = props.get("productId")
-    if is_text(product_id, MAX_ID):
-        product["productId"] = product_id
-    elif product_id is None:
+    if product_id is None:
         errors.append(required(at("productId"), "productViewed needs the product's id"))
     else:
         product["productId"] = identifier(product_id, at("productId"), errors, max_len=MAX_ID)
     price = props.get("price")
-    if is_amount(price):
-        product["price"] = price
-    elif price is None:
+    if price is None:
         errors.append(required(at("price"), "productViewed needs the product's price"))
     else:
         product["price"] = need_number(price, at("price"), errors)
     in_stock = props.get("isInStock")
     if in_stock is not None:
-        product["isInStock"] = _in_stock(in_stock, at, errors)
+        product["isInStock"] = flag = _in_stock(in_stock)
+        if flag is None:
+            errors.append(
+                FieldError(
+                    at("isInStock"), f"must be true, false, 0 or 1, got {describe(in_stock)}"
+                )
+            )
     quantity = props.get("quantity")
-    if is_amount(quantity):
-        product["quantity"] = quantity
-    elif quantity is not None:
+    if quantity is not None:
         product["quantity"] = need_number(quantity, at("quantity"), errors)
     # Every other property describes the product: Yespo keeps each as an array of strings.
     for name, value in props.items():
         if name in _PRODUCT_FIELDS or value is None:
             continue
-        if isinstance(value, list) and all(is_scalar(v) and v is not None for v in value):
-            product[name] = [scalar_text(v) for v in value]
-        elif is_scalar(value):
-            product[name] = [scalar_text(value)]
+        texts = _texts(value)
+        if texts is not None:
+            product[name] = texts
         else:
             errors.append(
                 FieldError(
@@ -201,103 +203,6 @@ def _category_viewed(
     return out
 
 
-_CART_FIELDS = frozenset({"products", "currencyCode", "recycleStateId"})
-
-
-def _cart_products(value: object, path: str, errors: Errors) -> list[dict[str, Any]] | None:
-    if not isinstance(value, list):
-        errors.append(
-            FieldError(
-                path,
-                f"must be an array of products (empty for an emptied cart), got {describe(value)}",
-            )
-        )
-        return None
-    out: list[dict[str, Any]] = []
-    for i, item in enumerate(value):
-        item_path = f"{path}[{i}]"
-        if not isinstance(item, dict):
-            errors.append(FieldError(item_path, f"must be an object, got {describe(item)}"))
-            continue
-        product = flat_item(item, item_path, errors, keep_scalar_arrays=True)
-        for field in ("productId", "quantity", "price"):
-            if field not in product:
-                errors.append(
-                    required(
-                        f"{item_path}.{field}",
-                        "every cart product needs productId, quantity and price",
-                    )
-                )
-        if "productId" in product:
-            product["productId"] = identifier(
-                item["productId"], f"{item_path}.productId", errors, max_len=MAX_ID
-            )
-        if "quantity" in product:
-            product["quantity"] = need_number(
-                item["quantity"], f"{item_path}.quantity", errors, positive=True
-            )
-        if "price" in product:
-            product["price"] = need_number(item["price"], f"{item_path}.price", errors)
-        out.append(product)
-    return out
-
-
-def _cart_updated(
-    props: dict[Any, Any], at: Paths, errors: Errors, mid: str, tz: datetime.tzinfo, check: bool
-) -> list[tuple[str, str]]:
-    out: list[tuple[str, str]] = []
-    products = props.get("products")
-    if products is None:
-        errors.append(
-            required(
-                at("products"),
-                "cartUpdated sends the whole cart (an empty array for an emptied cart)",
-            )
-        )
-    else:
-        checked = _cart_products(products, at("products"), errors)
-        if checked is not None:
-            products_text = param_text(checked, at("products"), errors)
-            if products_text is not None:
-                out.append(("products", products_text))
-    code = props.get("currencyCode")
-    if code is not None:
-        checked_code = currency(code, at("currencyCode"), errors)
-        if checked_code is not None:
-            out.append(("currencyCode", checked_code))
-    recycle = props.get("recycleStateId")
-    if recycle is None:
-        # Derived from the messageId, so a retried event keeps its cart state id.
-        out.append(
-            ("recycleStateId", hashlib.sha1(mid.encode()).hexdigest()[:_DERIVED_RECYCLE_LEN])
-        )
-    elif (
-        isinstance(recycle, str)
-        and len(recycle) <= MAX_RECYCLE_STATE_ID
-        and _RECYCLE_STATE_ID.fullmatch(recycle)
-    ):
-        out.append(("recycleStateId", recycle))
-    else:
-        errors.append(
-            FieldError(
-                at("recycleStateId"),
-                f"must be 1 to {MAX_RECYCLE_STATE_ID} Latin letters, digits and '-' (a UUID fits), "
-                f"got {describe(recycle)}",
-            )
-        )
-    pass_through(props, _CART_FIELDS, at, errors, out)
-    return out
-
-
-def _order_event(event_type: str) -> Handler:
-    def handler(
-        props: dict[Any, Any], at: Paths, errors: Errors, mid: str, tz: datetime.tzinfo, check: bool
-    ) -> list[tuple[str, str]]:
-        return orders.event_params(event_type, props, at, errors, tz, check)
-
-    return handler
-
-
 def custom(
     props: dict[Any, Any], at: Paths, errors: Errors, mid: str, tz: datetime.tzinfo, check: bool
 ) -> list[tuple[str, str]]:
@@ -322,15 +227,6 @@ def custom(
     return out
 
 
-HANDLERS: dict[str, Handler] = {
-    "pageViewed": _page_viewed,
-    "productViewed": _product_viewed,
-    "productCategoryViewed": _category_viewed,
-    "cartUpdated": _cart_updated,
-    **{name: _order_event(name) for name in orders.ORDER_EVENT_TYPES},
-}
-
-
 def custom_type_problem(event_type: str) -> str | None:
     if not event_type:
         return "must not be empty"
@@ -343,3 +239,275 @@ def custom_type_problem(event_type: str) -> str | None:
             "with any of < ; ' \\ / | \" ` ^ ? ! , > and with spaces or control characters"
         )
     return None
+
+
+# --- Fast paths ------------------------------------------------------------------------------
+#
+# Each `_fast_*` takes the common shape of its type's properties in one pass, without building
+# error paths, and returns exactly the params its handler above returns for them. On anything
+# else it returns None and the caller runs the handler, which takes every shape and says what
+# is wrong. Checkers get a scratch list: they return None exactly when they complain.
+
+# (properties, messageId, timezone, check_order_total) -> params after the contact's, or None.
+FastHandler = Callable[[dict[Any, Any], str, datetime.tzinfo, bool], list[tuple[str, str]] | None]
+
+
+def _fast_page_viewed(
+    props: dict[Any, Any], mid: str, tz: datetime.tzinfo, check: bool
+) -> list[tuple[str, str]] | None:
+    location = props.get("location")
+    if (
+        type(location) is not str
+        or len(location) > MAX_LOCATION
+        or not (location.startswith(_WEB_SCHEMES) or _URL_SCHEME.match(location))
+        or "page" in props
+    ):
+        return None
+    page = json_text({"location": location})
+    if page is None:
+        return None
+    out = [("page", page)]
+    return out if len(props) == 1 or plain_pass_through(props, _PAGE_FIELDS, out) else None
+
+
+def _fast_product_viewed(
+    props: dict[Any, Any], mid: str, tz: datetime.tzinfo, check: bool
+) -> list[tuple[str, str]] | None:
+    get = props.get
+    product_id = get("productId")
+    price = get("price")
+    if not (is_text(product_id, MAX_ID) and is_amount(price)):
+        return None
+    product: dict[str, Any] = {"productId": product_id, "price": price}
+    in_stock = get("isInStock")
+    if in_stock is not None:
+        product["isInStock"] = flag = _in_stock(in_stock)
+        if flag is None:
+            return None
+    quantity = get("quantity")
+    if quantity is not None:
+        if not is_amount(quantity):
+            return None
+        product["quantity"] = quantity
+    for name, value in props.items():
+        if name in _PRODUCT_FIELDS or value is None:
+            continue
+        texts = [value] if type(value) is str else _texts(value)
+        if texts is None:
+            return None
+        product[name] = texts
+    product_text = json_text(product)
+    if product_text is None:
+        return None
+    out = [("product", product_text)]
+    code = get("currencyCode")
+    if code is not None:
+        code = currency(code, "", [])
+        if code is None:
+            return None
+        out.append(("currencyCode", code))
+    return out
+
+
+def _fast_category_viewed(
+    props: dict[Any, Any], mid: str, tz: datetime.tzinfo, check: bool
+) -> list[tuple[str, str]] | None:
+    category_id = props.get("productCategoryId")
+    if not is_text(category_id, MAX_ID) or props.get("category") is not None:
+        return None
+    category = json_text({"productCategoryId": category_id})
+    if category is None:
+        return None
+    out = [("category", category)]
+    return out if plain_pass_through(props, _CATEGORY_FIELDS, out) else None
+
+
+def _fast_custom(
+    props: dict[Any, Any], mid: str, tz: datetime.tzinfo, check: bool
+) -> list[tuple[str, str]] | None:
+    out: list[tuple[str, str]] = []
+    for name, value in props.items():
+        if type(value) is not str:
+            if value is None:
+                continue
+            if (
+                name == "items"
+                and isinstance(value, list)
+                and value
+                and all(isinstance(v, dict) for v in value)
+            ):
+                scratch: Errors = []
+                value = [flat_item(v, "", scratch, keep_scalar_arrays=False) for v in value]
+                if scratch:
+                    return None
+            value = param_text(value, "", [])
+            if value is None:
+                return None
+        out.append((name, value))
+    return out
+
+
+def _order_event(event_type: str) -> tuple[FastHandler, Handler]:
+    def fast(
+        props: dict[Any, Any], mid: str, tz: datetime.tzinfo, check: bool
+    ) -> list[tuple[str, str]] | None:
+        return orders.fast_event_params(event_type, props, tz, check)
+
+    def handler(
+        props: dict[Any, Any], at: Paths, errors: Errors, mid: str, tz: datetime.tzinfo, check: bool
+    ) -> list[tuple[str, str]]:
+        return orders.event_params(event_type, props, at, errors, tz, check)
+
+    return fast, handler
+
+
+# Each type Yespo knows: its fast path and its handler.
+HANDLERS: dict[str, tuple[FastHandler, Handler]] = {
+    "pageViewed": (_fast_page_viewed, _page_viewed),
+    "productViewed": (_fast_product_viewed, _product_viewed),
+    "productCategoryViewed": (_fast_category_viewed, _category_viewed),
+    "cartUpdated": (orders.fast_cart_params, orders.cart_params),
+    **{name: _order_event(name) for name in orders.ORDER_EVENT_TYPES},
+}
+CUSTOM: tuple[FastHandler, Handler] = (_fast_custom, custom)
+
+
+# --- Yespo's own form: its params taken apart --------------------------------------------------
+
+# Params whose value Yespo's form carries as a JSON string, per event type.
+PACKED = {
+    "pageViewed": "page",
+    "productViewed": "product",
+    "productCategoryViewed": "category",
+    "cartUpdated": "products",
+    **{name: "items" for name in orders.ORDER_EVENT_TYPES},
+}
+# What the page and category objects may hold (the product object holds anything).
+_PACKED_FIELDS = {"page": ("location",), "category": ("productCategoryId",)}
+# Where Yespo's form carries the required fields of the packed params, for error paths.
+PACKED_PATHS = {
+    "pageViewed": {"location": "params.page.location"},
+    "productViewed": {
+        name: f"params.product.{name}" for name in ("productId", "price", "isInStock", "quantity")
+    },
+    "productCategoryViewed": {"productCategoryId": "params.category.productCategoryId"},
+}
+
+
+def _unpack(
+    name: str,
+    value: object,
+    path: str,
+    props: dict[str, Any],
+    overrides: dict[str, str],
+    errors: Errors,
+) -> None:
+    """Map a packed param (`page`, `product`, ...) back to the inbound properties it came from."""
+    parsed = value
+    if isinstance(value, str):
+        try:
+            parsed = orjson.loads(value)
+        except orjson.JSONDecodeError as exc:
+            errors.append(
+                FieldError(path, f"must be a JSON string, but it is not valid JSON: {exc}")
+            )
+            return
+    if name in ("items", "products"):
+        props[name] = parsed
+        return
+    if not isinstance(parsed, dict):
+        errors.append(FieldError(path, f"must be a JSON object, got {describe(parsed)}"))
+        return
+    allowed = _PACKED_FIELDS.get(name)
+    for key, field_value in parsed.items():
+        if allowed is not None and key not in allowed:
+            errors.append(
+                FieldError(
+                    f"{path}.{key}", f"is not part of {name}, which holds only {', '.join(allowed)}"
+                )
+            )
+        elif key in props:
+            errors.append(
+                FieldError(
+                    f"{path}.{key}", f"is given twice (also as {overrides.get(key, 'a param')})"
+                )
+            )
+        else:
+            props[key] = field_value
+            overrides[key] = f"{path}.{key}"
+
+
+@dataclass(slots=True)
+class YespoParams:
+    """A Yespo-form params array taken apart into the inbound form, with where each part was."""
+
+    contact: dict[str, object]  # the identifier params, by contact field
+    contact_paths: dict[str, str]  # where each identifier was given
+    props: dict[str, Any]  # the properties of the inbound form (packed params parsed back)
+    overrides: dict[str, str]  # where a property from a packed param is reported
+    extra: list[tuple[str, object]]  # params that stay params (beside productViewed's product)
+
+
+def split_params(params: list[Any], type_name: str, errors: Errors) -> YespoParams:
+    """Identifier params become the contact; packed params (`page`, `product`, ...) are parsed
+    back; every malformed, repeated or conflicting param is reported."""
+    packed = PACKED.get(type_name)
+    raw_contact: dict[str, object] = {}
+    contact_paths: dict[str, str] = {}
+    props: dict[str, Any] = {}
+    overrides: dict[str, str] = dict(PACKED_PATHS.get(type_name, {}))
+    extra: list[tuple[str, object]] = []
+    seen: set[str] = set()
+    for i, param in enumerate(params):
+        if not isinstance(param, dict):
+            errors.append(
+                FieldError(
+                    f"params[{i}]", f"must be a {{name, value}} object, got {describe(param)}"
+                )
+            )
+            continue
+        name = param.get("name")
+        if not isinstance(name, str) or not name:
+            errors.append(
+                FieldError(f"params[{i}].name", f"must be a non-empty string, got {describe(name)}")
+            )
+            continue
+        path = f"params.{name}"
+        if "value" not in param:
+            errors.append(FieldError(path, "has no value: a param is {name, value}"))
+            continue
+        if len(param) != 2:
+            wrong = ", ".join(str(k) for k in param if k not in ("name", "value"))
+            errors.append(
+                FieldError(path, f"has unknown keys ({wrong}): a param is {{name, value}}")
+            )
+        if name in seen:
+            errors.append(FieldError(path, "is given twice"))
+            continue
+        seen.add(name)
+        value = param["value"]
+        field = IDENTIFIER_PARAMS.get(name.lower())
+        if field is not None:
+            if field in raw_contact:
+                errors.append(
+                    FieldError(
+                        path, f"gives the contact's {field} again (also in {contact_paths[field]})"
+                    )
+                )
+                continue
+            raw_contact[field] = value
+            contact_paths[field] = path
+        elif name == packed:
+            _unpack(name, value, path, props, overrides, errors)
+        elif name in props:
+            errors.append(
+                FieldError(path, f"is given twice (also as {overrides.get(name, 'a param')})")
+            )
+        elif packed == "product" and name != "currencyCode":
+            # Beside `product`, productViewed's params stay params (the inbound form would
+            # move them into the product).
+            extra.append((name, value))
+        else:
+            props[name] = value
+
+    return YespoParams(raw_contact, contact_paths, props, overrides, extra)

@@ -1,12 +1,16 @@
-"""Order rules (seeds 000-003), shared by order events and Add-orders objects.
+"""Order rules (seeds 000-003), shared by order events and Add-orders objects; and carts.
 
 Yespo silently ignores an order that misses a required field or whose items do not add up,
-so these checks are the last place where the sender can still be told.
+so these checks are the last place where the sender can still be told. Carts (cartUpdated)
+are checked here too: like an order's items, a cart's products are flattened to the two
+levels Yespo keeps, each with its id, quantity and price.
 """
 
 from __future__ import annotations
 
 import datetime
+import hashlib
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -22,12 +26,14 @@ from collector.normalize_values import (
     identifier,
     is_amount,
     is_text,
+    json_text,
     local_datetime,
     need_number,
     number,
     number_text,
     param_text,
     pass_through,
+    plain_pass_through,
     required,
     scalar_text,
     text,
@@ -55,6 +61,55 @@ def status(value: object, path: str, errors: Errors) -> str | None:
     return None
 
 
+def _plain_items(value: object, flatten: bool) -> tuple[list[dict[str, Any]], float] | None:
+    """`items` for items already in shape, the common case (no error paths built); else None.
+
+    An item of the six fields only is already as Yespo keeps it, and is used as it is: the
+    callers only serialize what `items` returns.
+    """
+    if type(value) is not list:
+        return None
+    out: list[dict[str, Any]] = []
+    total = 0.0
+    scratch: Errors = []
+    for item in value:
+        if type(item) is not dict:
+            return None
+        get = item.get
+        item_id = get("externalItemId")
+        name = get("name")
+        url = get("url")
+        image_url = get("imageUrl")
+        quantity = get("quantity")
+        cost = get("cost")
+        # is_text, inlined: this runs for every item of every order.
+        if not (
+            type(item_id) is str
+            and 0 < len(item_id) <= MAX_ID
+            and not item_id.isspace()
+            and type(name) is str
+            and 0 < len(name) <= MAX_ITEM_TEXT
+            and not name.isspace()
+            and type(url) is str
+            and 0 < len(url) <= MAX_ITEM_TEXT
+            and not url.isspace()
+            and type(image_url) is str
+            and 0 < len(image_url) <= MAX_ITEM_TEXT
+            and not image_url.isspace()
+            and is_amount(quantity, positive=True)
+            and is_amount(cost)
+        ):
+            return None
+        total += quantity * cost
+        if len(item) == len(_ITEM_FIELDS):
+            out.append(item)
+        elif flatten:
+            out.append(flat_item(item, "", scratch, keep_scalar_arrays=False))
+        else:
+            out.append({k: v for k, v in item.items() if v is not None})
+    return None if scratch else (out, total)
+
+
 def items(
     value: object, path: str, errors: Errors, *, flatten: bool
 ) -> tuple[list[dict[str, Any]] | None, float]:
@@ -64,6 +119,14 @@ def items(
     the two levels Yespo keeps; without (Add orders) items keep their shape.
     Returns (None, 0) when any item is wrong.
     """
+    plain = _plain_items(value, flatten)
+    return _checked_items(value, path, errors, flatten) if plain is None else plain
+
+
+def _checked_items(
+    value: object, path: str, errors: Errors, flatten: bool
+) -> tuple[list[dict[str, Any]] | None, float]:
+    """`items` with every check spelled out: it reports every problem it finds."""
     if not isinstance(value, list):
         errors.append(FieldError(path, f"must be an array of items, got {describe(value)}"))
         return None, 0.0
@@ -73,23 +136,6 @@ def items(
     for i, item in enumerate(value):
         if not isinstance(item, dict):
             errors.append(FieldError(f"{path}[{i}]", f"must be an object, got {describe(item)}"))
-            continue
-        quantity = item.get("quantity")
-        cost = item.get("cost")
-        if (
-            is_text(item.get("externalItemId"), MAX_ID)
-            and is_text(item.get("name"), MAX_ITEM_TEXT)
-            and is_text(item.get("url"), MAX_ITEM_TEXT)
-            and is_text(item.get("imageUrl"), MAX_ITEM_TEXT)
-            and is_amount(quantity, positive=True)
-            and is_amount(cost)
-        ):
-            # The common case, already in shape: no paths to build.
-            total += quantity * cost
-            if flatten:
-                out.append(flat_item(item, f"{path}[{i}]", errors, keep_scalar_arrays=False))
-            else:
-                out.append({k: v for k, v in item.items() if v is not None})
             continue
         item_path = f"{path}[{i}]"
         for field in _ITEM_FIELDS:
@@ -157,11 +203,8 @@ def event_params(
     """
     out: list[tuple[str, str]] = []
     created = event_type == "orderCreated"
-    # Each field: the common shape first (no error path built), then the full check.
     order_id = props.get("externalOrderId")
-    if is_text(order_id, MAX_ORDER_ID):
-        out.append(("externalOrderId", order_id))
-    elif order_id is None:
+    if order_id is None:
         errors.append(
             required(at("externalOrderId"), f"{event_type} names its order by externalOrderId")
         )
@@ -171,18 +214,14 @@ def event_params(
             out.append(("externalOrderId", checked))
 
     total_cost = props.get("totalCost")
-    if is_amount(total_cost) or (
-        total_cost is not None and need_number(total_cost, at("totalCost"), errors) is not None
-    ):
+    if total_cost is not None and need_number(total_cost, at("totalCost"), errors) is not None:
         # Kept as the sender wrote it: "258.0" stays "258.0", 258.0 becomes "258.0".
         out.append(("totalCost", scalar_text(total_cost)))
     elif total_cost is None and created:
         errors.append(required(at("totalCost"), "orderCreated needs the order's total"))
 
     order_status = props.get("status")
-    if type(order_status) is str and order_status in _STATUS_SET:
-        out.append(("status", order_status))
-    elif order_status is not None:
+    if order_status is not None:
         checked = status(order_status, at("status"), errors)
         if checked is not None:
             out.append(("status", checked))
@@ -218,6 +257,66 @@ def event_params(
 
     pass_through(props, _EVENT_FIELDS, at, errors, out)
     return out
+
+
+def fast_event_params(
+    event_type: str, props: dict[Any, Any], tz: datetime.tzinfo, check: bool
+) -> list[tuple[str, str]] | None:
+    """`event_params` for properties in the common shape (no error paths built); else None.
+
+    Checkers get a scratch list: they return None exactly when they complain.
+    """
+    created = event_type == "orderCreated"
+    get = props.get
+    order_id = get("externalOrderId")
+    if not is_text(order_id, MAX_ORDER_ID):
+        return None
+    out = [("externalOrderId", order_id)]
+    total_cost = get("totalCost")
+    if total_cost is not None:
+        # A numeric string is common here ("258.0" in Yespo's own examples).
+        if not is_amount(total_cost) and need_number(total_cost, "", []) is None:
+            return None
+        out.append(("totalCost", scalar_text(total_cost)))
+    elif created:
+        return None
+    order_status = get("status")
+    if order_status is not None:
+        if type(order_status) is not str or order_status not in _STATUS_SET:
+            order_status = status(order_status, "", [])
+            if order_status is None:
+                return None
+        out.append(("status", order_status))
+    elif created:
+        return None
+    date = get("date")
+    if date is not None:
+        date = local_datetime(date, "", [], tz)
+        if date is None:
+            return None
+        out.append(("date", date))
+    elif created:
+        return None
+    order_currency = get("currency")
+    if order_currency is not None:
+        order_currency = currency(order_currency, "", [])
+        if order_currency is None:
+            return None
+        out.append(("currency", order_currency))
+    order_items = get("items")
+    if order_items is not None:
+        checked_items, items_sum = items(order_items, "", [], flatten=True)
+        items_text = None if checked_items is None else json_text(checked_items)
+        if items_text is None:
+            return None
+        out.append(("items", items_text))
+        if (
+            check
+            and total_cost is not None
+            and total_problem(items_sum, total_cost, get("shipping")) is not None
+        ):
+            return None
+    return out if plain_pass_through(props, _EVENT_FIELDS, out) else None
 
 
 _ORDER_FIELDS = ("externalOrderId", "externalCustomerId", "totalCost", "status", "date")
@@ -269,3 +368,147 @@ def order_object(
             if problem is not None:
                 errors.append(FieldError("totalCost", problem))
     return out
+
+
+# --- carts ----------------------------------------------------------------------------------
+
+# recycleStateId: Latin letters, digits and '-' (the guide's example is a UUID).
+MAX_RECYCLE_STATE_ID = 100
+# Length of a derived recycleStateId (hex digits of a SHA-1).
+_DERIVED_RECYCLE_LEN = 32
+_RECYCLE_STATE_ID = re.compile(r"[A-Za-z0-9-]+", re.ASCII)
+
+_CART_FIELDS = frozenset({"products", "currencyCode", "recycleStateId"})
+
+
+def _cart_products(value: object, path: str, errors: Errors) -> list[dict[str, Any]] | None:
+    if not isinstance(value, list):
+        errors.append(
+            FieldError(
+                path,
+                f"must be an array of products (empty for an emptied cart), got {describe(value)}",
+            )
+        )
+        return None
+    out: list[dict[str, Any]] = []
+    for i, item in enumerate(value):
+        item_path = f"{path}[{i}]"
+        if not isinstance(item, dict):
+            errors.append(FieldError(item_path, f"must be an object, got {describe(item)}"))
+            continue
+        product = flat_item(item, item_path, errors, keep_scalar_arrays=True)
+        for field in ("productId", "quantity", "price"):
+            if field not in product:
+                errors.append(
+                    required(
+                        f"{item_path}.{field}",
+                        "every cart product needs productId, quantity and price",
+                    )
+                )
+        if "productId" in product:
+            product["productId"] = identifier(
+                item["productId"], f"{item_path}.productId", errors, max_len=MAX_ID
+            )
+        if "quantity" in product:
+            product["quantity"] = need_number(
+                item["quantity"], f"{item_path}.quantity", errors, positive=True
+            )
+        if "price" in product:
+            product["price"] = need_number(item["price"], f"{item_path}.price", errors)
+        out.append(product)
+    return out
+
+
+def _recycle_state_id(value: object, mid: str) -> str | None:
+    if value is None:
+        # Derived from the messageId, so a retried event keeps its cart state id.
+        return hashlib.sha1(mid.encode()).hexdigest()[:_DERIVED_RECYCLE_LEN]
+    if (
+        isinstance(value, str)
+        and len(value) <= MAX_RECYCLE_STATE_ID
+        and _RECYCLE_STATE_ID.fullmatch(value)
+    ):
+        return value
+    return None
+
+
+def cart_params(
+    props: dict[Any, Any],
+    at: Callable[[str], str],
+    errors: Errors,
+    mid: str,
+    tz: datetime.tzinfo,
+    check: bool,
+) -> list[tuple[str, str]]:
+    """cartUpdated's params: the whole cart, its currency and its recycleStateId."""
+    out: list[tuple[str, str]] = []
+    products = props.get("products")
+    if products is None:
+        errors.append(
+            required(
+                at("products"),
+                "cartUpdated sends the whole cart (an empty array for an emptied cart)",
+            )
+        )
+    else:
+        checked = _cart_products(products, at("products"), errors)
+        if checked is not None:
+            products_text = param_text(checked, at("products"), errors)
+            if products_text is not None:
+                out.append(("products", products_text))
+    code = props.get("currencyCode")
+    if code is not None:
+        checked_code = currency(code, at("currencyCode"), errors)
+        if checked_code is not None:
+            out.append(("currencyCode", checked_code))
+    recycle = props.get("recycleStateId")
+    state_id = _recycle_state_id(recycle, mid)
+    if state_id is not None:
+        out.append(("recycleStateId", state_id))
+    else:
+        errors.append(
+            FieldError(
+                at("recycleStateId"),
+                f"must be 1 to {MAX_RECYCLE_STATE_ID} Latin letters, digits and '-' (a UUID fits), "
+                f"got {describe(recycle)}",
+            )
+        )
+    pass_through(props, _CART_FIELDS, at, errors, out)
+    return out
+
+
+def fast_cart_params(
+    props: dict[Any, Any], mid: str, tz: datetime.tzinfo, check: bool
+) -> list[tuple[str, str]] | None:
+    """`cart_params` for a cart in the common shape (no error paths built); else None.
+
+    A product of just productId, quantity and price, in shape, is already as Yespo keeps it,
+    and is used as it is (it is only serialized).
+    """
+    products = props.get("products")
+    if type(products) is not list:
+        return None
+    for product in products:
+        if not (
+            type(product) is dict
+            and len(product) == 3
+            and is_text(product.get("productId"), MAX_ID)
+            and is_amount(product.get("quantity"), positive=True)
+            and is_amount(product.get("price"))
+        ):
+            return None
+    products_text = json_text(products)
+    if products_text is None:
+        return None
+    out = [("products", products_text)]
+    code = props.get("currencyCode")
+    if code is not None:
+        code = currency(code, "", [])
+        if code is None:
+            return None
+        out.append(("currencyCode", code))
+    state_id = _recycle_state_id(props.get("recycleStateId"), mid)
+    if state_id is None:
+        return None
+    out.append(("recycleStateId", state_id))
+    return out if plain_pass_through(props, _CART_FIELDS, out) else None
