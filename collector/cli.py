@@ -8,7 +8,7 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, TypeVar
 
 import click
@@ -86,7 +86,18 @@ def serve(
 def forward(spool_url: str | None, log_level: str | None) -> None:
     """Only deliver: drain the spool into Yespo (beside a 'serve --no-forward')."""
     settings = load_settings(spool_url=spool_url, log_level=log_level)
-    asyncio.run(_forward(settings))
+    run_loop(_forward(settings))
+
+
+def run_loop(main: Coroutine[Any, Any, T]) -> T:
+    """asyncio.run on uvloop when it is installed (it comes with uvicorn[standard]): the
+    forwarder's aiohttp client does about twice the requests per second on it."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.run(main)
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        return runner.run(main)
 
 
 async def _forward(settings: Settings) -> None:

@@ -154,6 +154,7 @@ class Forwarder:
         self.spool = spool
         self.sink = sink
         self.concurrency = concurrency
+        self._min_lease = max(1, concurrency // 4)
         self.retry = retry or RetryPolicy()
         # A lease outlives any single send (timeouts are shorter), so an entry is leased
         # again only when the process that held it died.
@@ -209,8 +210,10 @@ class Forwarder:
                     await self._probe()
                     continue
                 free = self.concurrency - len(self._tasks)
-                if not free:
-                    await self._sleep(self.poll_ms)  # a finishing send wakes us
+                if not free or (self._tasks and free < self._min_lease):
+                    # Lease in batches, not one slot at a time: each lease walks the
+                    # spool. A finishing send wakes us.
+                    await self._sleep(self.poll_ms)
                     continue
                 # Tokens first, then the lease: an entry never waits for the rate limit
                 # while leased, so its lease cannot run out before it is sent.

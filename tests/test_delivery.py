@@ -156,9 +156,9 @@ async def test_each_orders_events_arrive_in_order_through_5xx_and_429(tmp_path: 
                 Faults(status=503, rate=0.3, seed=1),
                 Faults(status=429, rate=0.3, retry_after=0, seed=2),
             ]
-            for i in range(10_000):
+            for i in range(100_000):
                 standin.faults = plans[i % 2]
-                await asyncio.sleep(0.1)
+                await asyncio.sleep(0.01)  # both kinds of failure within any delivery burst
 
         chaos = asyncio.create_task(flaky())
         stages = ["orderCreated", "orderUpdated", "orderDelivered"]

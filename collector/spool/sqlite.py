@@ -39,8 +39,7 @@ CREATE TABLE IF NOT EXISTS events (
     event_time INTEGER,
     body BLOB NOT NULL,
     attempts INTEGER NOT NULL DEFAULT 0,
-    not_before INTEGER NOT NULL DEFAULT 0,
-    lease_until INTEGER NOT NULL DEFAULT 0
+    not_before INTEGER NOT NULL DEFAULT 0  -- leases are kept in memory, see _lease_sync
 );
 CREATE TABLE IF NOT EXISTS seen (
     message_id TEXT PRIMARY KEY,
@@ -146,6 +145,7 @@ class SqliteSpool(Spool):
         self._committer: asyncio.Task[None] | None = None
         self._queued = 0  # entries queued and not yet committed
         self._depth = 0  # entries committed and not yet acked or dead-lettered
+        self._leases: dict[int, int] = {}  # seq -> lease expiry (epoch ms), this process's
         self._last_prune = time.monotonic()
         self._closed = False
         #: Transactions that committed appended events (tests check grouping with it).
@@ -333,31 +333,30 @@ class SqliteSpool(Spool):
         # Walk the waiting entries in append order and take each key's first one if it
         # may go now. Without a (key, seq) index (it would halve ingest speed) the walk is
         # linear, but it stops once `limit` heads are found or _LEASE_SCAN rows are seen.
+        # Leases live in this process, not in the file: a lease is only ever reset when
+        # its forwarder dies, so writing (and fsyncing) it would buy nothing.
         conn = self._conn
         assert conn is not None
-        conn.execute("BEGIN IMMEDIATE")  # committed by _run, off the event loop
+        leases = self._leases
         seen_keys: set[str] = set()
         chosen: list[int] = []
         cur = conn.execute(
-            "SELECT seq, key, lease_until, not_before FROM events ORDER BY seq LIMIT ?",
-            (_LEASE_SCAN,),
+            "SELECT seq, key, not_before FROM events ORDER BY seq LIMIT ?", (_LEASE_SCAN,)
         )
-        for seq, key, lease_until, not_before in cur:
+        for seq, key, not_before in cur:
             if key in seen_keys:
                 continue
             seen_keys.add(key)
-            if lease_until <= now and not_before <= now:
+            if not_before <= now and leases.get(seq, 0) <= now:
                 chosen.append(seq)
                 if len(chosen) == limit:
                     break
         cur.close()
         records = []
+        for seq in chosen:
+            leases[seq] = now + lease_ms
         for start, size in _chunks(len(chosen)):
             part = chosen[start : start + size]
-            conn.execute(
-                f"UPDATE events SET lease_until = ? WHERE seq IN ({', '.join('?' * size)})",
-                [now + lease_ms, *part],
-            )
             records += conn.execute(
                 f"SELECT {_RECORD_COLS} FROM events WHERE seq IN ({', '.join('?' * size)})",
                 part,
@@ -366,17 +365,20 @@ class SqliteSpool(Spool):
         return [_record(row) for row in records]
 
     async def reset_leases(self) -> int:
-        def work() -> int:
-            assert self._conn is not None
-            self._conn.execute("BEGIN IMMEDIATE")
-            sql = "UPDATE events SET lease_until = 0 WHERE lease_until > 0"
-            return self._conn.execute(sql).rowcount
-
-        return await self._run(work)
+        # Leases are this process's own (see _lease_sync): what a dead forwarder held
+        # died with it, so a new one starts with none.
+        held = len(self._leases)
+        self._leases.clear()
+        return held
 
     async def ack(self, seqs: Sequence[int]) -> None:
         removed = await self._run(self._delete_sync, list(seqs), None)
         self._depth -= removed
+        self._unlease(seqs)
+
+    def _unlease(self, seqs: Sequence[int]) -> None:
+        for seq in seqs:
+            self._leases.pop(seq, None)
 
     def _delete_sync(self, seqs: list[int], dead: tuple[str, int | None, str, int] | None) -> int:
         conn = self._conn
@@ -402,18 +404,20 @@ class SqliteSpool(Spool):
             self._conn.execute("BEGIN IMMEDIATE")
             for start, size in _chunks(len(seqs)):
                 self._conn.execute(
-                    "UPDATE events SET attempts = attempts + 1, not_before = ?,"
-                    f" lease_until = 0 WHERE seq IN ({', '.join('?' * size)})",
+                    "UPDATE events SET attempts = attempts + 1, not_before = ?"
+                    f" WHERE seq IN ({', '.join('?' * size)})",
                     [not_before, *seqs[start : start + size]],
                 )
 
         await self._run(work)
+        self._unlease(seqs)
 
     async def dead_letter(
         self, seqs: Sequence[int], reason: str, status: int | None, detail: str, now: int
     ) -> None:
         removed = await self._run(self._delete_sync, list(seqs), (reason, status, detail, now))
         self._depth -= removed
+        self._unlease(seqs)
 
     # -- reading -------------------------------------------------------------------------
 
@@ -494,10 +498,10 @@ class SqliteSpool(Spool):
         def work() -> SpoolStats:
             assert self._conn is not None
             now = int(time.time() * 1000)
-            depth, in_flight, oldest = self._conn.execute(
-                "SELECT count(*), coalesce(sum(lease_until > ?), 0), min(received_at) FROM events",
-                (now,),
+            depth, oldest = self._conn.execute(
+                "SELECT count(*), min(received_at) FROM events"
             ).fetchone()
+            in_flight = sum(1 for until in self._leases.values() if until > now)
             dead = self._conn.execute("SELECT count(*) FROM dead").fetchone()[0]
             return SpoolStats(depth, in_flight, dead, oldest)
 
