@@ -153,7 +153,9 @@ def _with_spool(spool_url: str | None, work: Callable[[Spool], Awaitable[T]]) ->
 @spool.command()
 @spool_url_option
 def status(spool_url: str | None) -> None:
-    """Depth, oldest event age, in flight, dead letters by reason."""
+    """Waiting events, oldest event age, dead letters by reason.
+
+    (What is in flight lives in the forwarder's memory, not in the file.)"""
 
     async def work(s: Spool) -> tuple[SpoolStats, dict[str, int]]:
         return await s.stats(), await s.dead_counts()
@@ -163,7 +165,6 @@ def status(spool_url: str | None) -> None:
     if stats.oldest_received_at is not None:
         age = f"{max(0.0, time.time() - stats.oldest_received_at / 1000):.1f}s"
     click.echo(f"waiting:      {stats.depth}")
-    click.echo(f"in flight:    {stats.in_flight}")
     click.echo(f"oldest age:   {age}")
     click.echo(f"dead letters: {stats.dead}")
     for reason, count in sorted(dead.items()):
