@@ -76,6 +76,7 @@ from bench.ingest import (  # noqa: E402  (after the sys.path line, for `python 
     free_port,
     stop,
     tail,
+    wait_http,
 )
 
 YESPO_KEY = "bench-yespo-key"
@@ -183,18 +184,6 @@ def running(cmd: list[str], env: dict[str, str], log: Path) -> Iterator[subproce
         yield proc
     finally:
         stop(proc)
-
-
-def wait_http(proc: subprocess.Popen[bytes], url: str, log: Path, timeout: float = 20) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"{url}: process exited with {proc.returncode}:\n{tail(log)}")
-        with contextlib.suppress(OSError), _no_proxy.open(url, timeout=1) as resp:
-            if resp.status == 200:
-                return
-        time.sleep(0.05)
-    raise RuntimeError(f"{url} did not answer within {timeout:.0f} s:\n{tail(log)}")
 
 
 def cpu_seconds(pid: int) -> float:

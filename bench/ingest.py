@@ -133,18 +133,20 @@ def server(cmd: list[str], env: dict[str, str], workdir: Path) -> Iterator[Serve
 
 
 def wait_healthy(proc: subprocess.Popen[bytes], port: int, log: Path, timeout: float = 20) -> None:
+    wait_http(proc, f"http://127.0.0.1:{port}/healthz", log, timeout)
+
+
+def wait_http(proc: subprocess.Popen[bytes], url: str, log: Path, timeout: float = 20) -> None:
+    """Until `url` answers 200; raise with the log's tail if the process dies or it times out."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise RuntimeError(f"server exited with {proc.returncode} at start-up:\n{tail(log)}")
-        with (
-            contextlib.suppress(OSError),
-            _no_proxy.open(f"http://127.0.0.1:{port}/healthz", timeout=1) as resp,
-        ):
+            raise RuntimeError(f"{url}: process exited with {proc.returncode}:\n{tail(log)}")
+        with contextlib.suppress(OSError), _no_proxy.open(url, timeout=1) as resp:
             if resp.status == 200:
                 return
         time.sleep(0.05)
-    raise RuntimeError(f"server did not answer /healthz within {timeout:.0f} s:\n{tail(log)}")
+    raise RuntimeError(f"{url} did not answer within {timeout:.0f} s:\n{tail(log)}")
 
 
 def stop(proc: subprocess.Popen[bytes]) -> None:

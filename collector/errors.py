@@ -5,14 +5,13 @@
     │   ├── Unauthorized        missing or unknown key (-> 401)
     │   ├── PayloadTooLarge     body or batch over its limit (-> 413)
     │   └── BadRequest          body is not JSON, or not of the endpoint's shape (-> 400)
-    ├── SpoolError              the spool cannot take the events (-> 503 + Retry-After)
-    │   └── SpoolFull           the configured bound is reached
-    └── UpstreamError           Yespo did not take a request
-        ├── Retryable           5xx, 429, timeouts, connection errors: try again later
-        └── Rejected            400 and other refusals: dead-letter, never retry blindly
+    └── SpoolError              the spool cannot take the events (-> 503 + Retry-After)
+        └── SpoolFull           the configured bound is reached
 
-A single bad event inside a batch is not an exception: normalization returns a list of
-`FieldError`s for it, and the good events beside it go on.
+Two kinds of failure are values, not exceptions: a single bad event inside a batch
+(normalization returns a list of `FieldError`s for it, and the good events beside it go
+on), and Yespo's answer to a delivery (`collector.yespo.Outcome`: delivered, rejected,
+retry, auth), which the forwarder acts on per entry.
 """
 
 from __future__ import annotations
@@ -70,30 +69,3 @@ class SpoolError(CollectorError):
 
 class SpoolFull(SpoolError):
     """The spool holds as many events as it is allowed to."""
-
-
-class UpstreamError(CollectorError):
-    """Yespo did not accept a request."""
-
-    def __init__(self, message: str, status: int | None = None, body: str = "") -> None:
-        super().__init__(message)
-        self.status = status
-        self.body = body
-
-
-class Retryable(UpstreamError):
-    """Temporary: 5xx, 429, timeouts, connection errors."""
-
-    def __init__(
-        self,
-        message: str,
-        status: int | None = None,
-        body: str = "",
-        retry_after: float | None = None,
-    ) -> None:
-        super().__init__(message, status, body)
-        self.retry_after = retry_after
-
-
-class Rejected(UpstreamError):
-    """Permanent for this payload: a 400 or another refusal."""

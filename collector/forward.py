@@ -172,7 +172,6 @@ class Forwarder:
         self._tasks: set[asyncio.Task[None]] = set()
         self._paused: str | None = None
         self._probe_wait = probe_ms[0]
-        self.delivered = 0
 
     # -- state ---------------------------------------------------------------------------
 
@@ -306,7 +305,6 @@ class Forwarder:
             self.metrics.delivery_attempts.labels(outcome.value).inc()
         if outcome is Outcome.DELIVERED:
             self._done.ack.append(record.seq)
-            self.delivered += 1
             if self._paused:
                 self._resume()
             return
