@@ -13,6 +13,10 @@ Guarantees every backend keeps (the contract suite in tests/test_spool_contract.
   for a retry, or pending. Other keys are not held back.
 * An entry leaves the spool only through `ack` (Yespo has it) or `dead_letter` (given up,
   kept with its reason until an operator replays or purges it).
+* Anonymous visitors' events (`hold`) wait apart, per visitor, and are never leased. They
+  leave only through `identify` (moved into the queue in the same transaction that
+  records who the visitor is) or by expiring (`hold`'s per-visitor bound, `expire_held`),
+  and the caller is told how many expired. Held entries share the dedup window.
 """
 
 from __future__ import annotations
@@ -72,6 +76,7 @@ class SpoolStats:
     in_flight: int  # entries under a lease
     dead: int  # dead letters
     oldest_received_at: int | None  # epoch ms of the oldest waiting entry
+    held: int = 0  # anonymous visitors' entries waiting for `identify`
 
 
 class Spool(abc.ABC):
@@ -154,3 +159,42 @@ class Spool(abc.ABC):
     @abc.abstractmethod
     async def check(self) -> None:
         """Raise `SpoolError` if the spool cannot take a write right now (readiness)."""
+
+    # -- anonymous visitors ----------------------------------------------------------------
+
+    @abc.abstractmethod
+    async def hold(
+        self, entries: Sequence[EntryLike], received_at: int, per_visitor: int
+    ) -> tuple[list[bool], int]:
+        """Commit entries of anonymous visitors (each entry's `key` is its visitor) aside
+        from the queue. Returns, per entry, True if stored or False if a duplicate, and how
+        many of the oldest held entries of these visitors were dropped to keep each at
+        most `per_visitor`. Raises `SpoolFull` when the held entries would pass
+        `max_events`."""
+
+    @abc.abstractmethod
+    async def held(self, visitor: str) -> list[Record]:
+        """The visitor's held entries, oldest first."""
+
+    @abc.abstractmethod
+    async def identify(
+        self,
+        visitor: str,
+        contact: bytes,
+        now: int,
+        release: Sequence[int] = (),
+        entries: Sequence[EntryLike] = (),
+    ) -> None:
+        """In one transaction: remember that `visitor` is `contact`, delete the held
+        entries `release`, and append `entries` (what they became) to the queue. The
+        entries are not checked for duplicates again (their holding was) and are not
+        refused by the bound (they were accepted already)."""
+
+    @abc.abstractmethod
+    async def contact_of(self, visitor: str, since: int) -> bytes | None:
+        """The contact the visitor identified as at or after `since` (epoch ms), if any."""
+
+    @abc.abstractmethod
+    async def expire_held(self, held_before: int, visitors_before: int) -> int:
+        """Delete held entries received before `held_before` and forget visitors identified
+        before `visitors_before`; return how many held entries were deleted."""

@@ -27,6 +27,9 @@ class MemorySpool(Spool):
         self._seen: dict[str, int] = {}
         self._dead: list[DeadLetter] = []
         self._seq = 0
+        self._held: dict[str, dict[int, Record]] = {}  # visitor -> seq -> entry, oldest first
+        self._held_count = 0
+        self._visitors: dict[str, tuple[bytes, int]] = {}  # visitor -> (contact, identified at)
 
     async def open(self) -> None:
         return None
@@ -37,6 +40,14 @@ class MemorySpool(Spool):
     async def append(self, entries: Sequence[EntryLike], received_at: int) -> list[bool]:
         if len(self._rows) + len(entries) > self.max_events:
             raise SpoolFull(f"spool holds {len(self._rows)} events, its bound is {self.max_events}")
+        stored = self._claim(entries, received_at)
+        for e, fresh in zip(entries, stored, strict=True):
+            if fresh:
+                self._enqueue(self._new_record(e, received_at))
+        return stored
+
+    def _claim(self, entries: Sequence[EntryLike], received_at: int) -> list[bool]:
+        """Per entry, True unless its messageId was seen within the window (then claims it)."""
         cutoff = received_at - self._window
         stored: list[bool] = []
         for e in entries:
@@ -46,15 +57,18 @@ class MemorySpool(Spool):
                     stored.append(False)
                     continue
                 self._seen[e.message_id] = received_at
-            self._seq += 1
-            rec = Record(
-                self._seq, e.message_id, e.kind, e.key, e.event_type,
-                received_at, e.event_time, e.body,
-            )  # fmt: skip
-            self._rows[self._seq] = _Row(rec)
-            self._by_key.setdefault(e.key, deque()).append(self._seq)
             stored.append(True)
         return stored
+
+    def _new_record(self, e: EntryLike, received_at: int) -> Record:
+        self._seq += 1
+        return Record(
+            self._seq, e.message_id, e.kind, e.key, e.event_type, received_at, e.event_time, e.body
+        )
+
+    def _enqueue(self, rec: Record) -> None:
+        self._rows[rec.seq] = _Row(rec)
+        self._by_key.setdefault(rec.key, deque()).append(rec.seq)
 
     async def lease(self, limit: int, lease_ms: int, now: int) -> list[Record]:
         heads = []
@@ -124,9 +138,7 @@ class MemorySpool(Spool):
         for d in picked:
             self._dead.remove(d)
             self._seq += 1
-            rec = replace(d.record, seq=self._seq, received_at=now, attempts=0)
-            self._rows[self._seq] = _Row(rec)
-            self._by_key.setdefault(rec.key, deque()).append(self._seq)
+            self._enqueue(replace(d.record, seq=self._seq, received_at=now, attempts=0))
         return len(picked)
 
     async def purge(self, seqs: Sequence[int] | None = None, reason: str | None = None) -> int:
@@ -145,7 +157,71 @@ class MemorySpool(Spool):
         oldest = next(iter(self._rows.values())).record.received_at if self._rows else None
         now = int(time.time() * 1000)
         now_leased = sum(1 for r in self._rows.values() if r.lease_until > now)
-        return SpoolStats(len(self._rows), now_leased, len(self._dead), oldest)
+        return SpoolStats(len(self._rows), now_leased, len(self._dead), oldest, self._held_count)
 
     async def check(self) -> None:
         return None
+
+    # -- anonymous visitors ----------------------------------------------------------------
+
+    async def hold(
+        self, entries: Sequence[EntryLike], received_at: int, per_visitor: int
+    ) -> tuple[list[bool], int]:
+        if self._held_count + len(entries) > self.max_events:
+            raise SpoolFull(
+                f"spool holds {self._held_count} anonymous events, its bound is {self.max_events}"
+            )
+        stored = self._claim(entries, received_at)
+        dropped = 0
+        for e, fresh in zip(entries, stored, strict=True):
+            if fresh:
+                held = self._held.setdefault(e.key, {})
+                rec = self._new_record(e, received_at)
+                held[rec.seq] = rec
+                self._held_count += 1
+        for visitor in {e.key for e in entries}:
+            held = self._held.get(visitor, {})
+            while len(held) > per_visitor:
+                del held[next(iter(held))]
+                self._held_count -= 1
+                dropped += 1
+        return stored, dropped
+
+    async def held(self, visitor: str) -> list[Record]:
+        return list(self._held.get(visitor, {}).values())
+
+    async def identify(
+        self,
+        visitor: str,
+        contact: bytes,
+        now: int,
+        release: Sequence[int] = (),
+        entries: Sequence[EntryLike] = (),
+    ) -> None:
+        self._visitors[visitor] = (contact, now)
+        held = self._held.get(visitor, {})
+        for seq in release:
+            if held.pop(seq, None) is not None:
+                self._held_count -= 1
+        if not held:
+            self._held.pop(visitor, None)
+        for e in entries:
+            self._enqueue(self._new_record(e, now))
+
+    async def contact_of(self, visitor: str, since: int) -> bytes | None:
+        found = self._visitors.get(visitor)
+        return found[0] if found is not None and found[1] >= since else None
+
+    async def expire_held(self, held_before: int, visitors_before: int) -> int:
+        expired = 0
+        for visitor in list(self._held):
+            held = self._held[visitor]
+            for seq in [s for s, r in held.items() if r.received_at < held_before]:
+                del held[seq]
+                expired += 1
+            if not held:
+                del self._held[visitor]
+        self._held_count -= expired
+        for visitor in [v for v, (_, at) in self._visitors.items() if at < visitors_before]:
+            del self._visitors[visitor]
+        return expired

@@ -61,6 +61,24 @@ CREATE TABLE IF NOT EXISTS dead (
     detail TEXT NOT NULL,
     dead_at INTEGER NOT NULL
 );
+-- Anonymous visitors' entries, keyed by visitor, until they identify (or expire).
+CREATE TABLE IF NOT EXISTS held (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    message_id TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    key TEXT NOT NULL,
+    event_type TEXT NOT NULL,
+    received_at INTEGER NOT NULL,
+    event_time INTEGER,
+    body BLOB NOT NULL
+);
+CREATE INDEX IF NOT EXISTS held_by_visitor ON held (key, seq);
+CREATE TABLE IF NOT EXISTS visitors (
+    visitor TEXT PRIMARY KEY,
+    contact BLOB NOT NULL,
+    at INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS visitors_by_time ON visitors (at);
 """
 
 _RECORD_COLS = "seq, message_id, kind, key, event_type, received_at, event_time, body, attempts"
@@ -97,6 +115,9 @@ def _values(size: int, width: int) -> str:
 _INSERT_EVENTS = {
     size: f"INSERT INTO events ({_EVENT_COLS}) VALUES {_values(size, 7)}" for size in _CHUNKS
 }
+_INSERT_HELD = {
+    size: f"INSERT INTO held ({_EVENT_COLS}) VALUES {_values(size, 7)}" for size in _CHUNKS
+}
 _INSERT_SEEN = {
     size: f"INSERT OR REPLACE INTO seen (message_id, at) VALUES {_values(size, 2)}"
     for size in _CHUNKS
@@ -112,16 +133,25 @@ def _record(row: Sequence[Any]) -> Record:
 
 
 class _Append:
-    """One request's entries waiting for the next group commit."""
+    """One request's entries waiting for the next group commit.
 
-    __slots__ = ("entries", "fut", "received_at")
+    `per_visitor` is None for the queue; for anonymous visitors' entries (`hold`) it is the
+    bound per visitor, and `dropped` says how many older held entries the bound removed."""
+
+    __slots__ = ("dropped", "entries", "fut", "per_visitor", "received_at")
 
     def __init__(
-        self, entries: Sequence[EntryLike], received_at: int, fut: asyncio.Future[list[bool]]
+        self,
+        entries: Sequence[EntryLike],
+        received_at: int,
+        fut: asyncio.Future[list[bool]],
+        per_visitor: int | None = None,
     ) -> None:
         self.entries = entries
         self.received_at = received_at
         self.fut = fut
+        self.per_visitor = per_visitor
+        self.dropped = 0
 
 
 class SqliteSpool(Spool):
@@ -145,6 +175,8 @@ class SqliteSpool(Spool):
         self._committer: asyncio.Task[None] | None = None
         self._queued = 0  # entries queued and not yet committed
         self._depth = 0  # entries committed and not yet acked or dead-lettered
+        self._held = 0  # anonymous visitors' entries committed and held
+        self._held_queued = 0
         self._leases: dict[int, int] = {}  # seq -> lease expiry (epoch ms), this process's
         self._last_prune = time.monotonic()
         self._closed = False
@@ -176,6 +208,7 @@ class SqliteSpool(Spool):
         conn.execute("PRAGMA busy_timeout=5000")
         conn.executescript(SCHEMA)
         self._depth = conn.execute("SELECT count(*) FROM events").fetchone()[0]
+        self._held = conn.execute("SELECT count(*) FROM held").fetchone()[0]
         self._conn = conn
 
     async def close(self) -> None:
@@ -243,13 +276,34 @@ class SqliteSpool(Spool):
         self._wake.set()
         return await fut
 
+    async def hold(
+        self, entries: Sequence[EntryLike], received_at: int, per_visitor: int
+    ) -> tuple[list[bool], int]:
+        if not entries:
+            return [], 0
+        if self._closed or self._conn is None:
+            raise SpoolError("spool is closed")
+        if self._held + self._held_queued + len(entries) > self.max_events:
+            raise SpoolFull(
+                f"spool holds {self._held + self._held_queued} anonymous events,"
+                f" its bound is {self.max_events}"
+            )
+        fut: asyncio.Future[list[bool]] = asyncio.get_running_loop().create_future()
+        job = _Append(entries, received_at, fut, per_visitor)
+        self._held_queued += len(entries)
+        self._queue.append(job)
+        self._wake.set()
+        stored = await fut
+        return stored, job.dropped
+
     async def _commit_loop(self) -> None:
         while True:
             await self._wake.wait()
             self._wake.clear()
             while self._queue:
                 group, self._queue = self._queue, []
-                count = sum(len(a.entries) for a in group)
+                count = sum(len(a.entries) for a in group if a.per_visitor is None)
+                held = sum(len(a.entries) for a in group if a.per_visitor is not None)
                 try:
                     results = await self._run(self._write_group, group)
                 except Exception as exc:  # every waiter hears of it; the committer goes on
@@ -260,9 +314,13 @@ class SqliteSpool(Spool):
                     continue
                 finally:
                     self._queued -= count
+                    self._held_queued -= held
                 self.commits += 1
                 for a, stored in zip(group, results, strict=True):
-                    self._depth += sum(stored)
+                    if a.per_visitor is None:
+                        self._depth += sum(stored)
+                    else:
+                        self._held += sum(stored) - a.dropped
                     if not a.fut.done():  # a waiter whose client went away
                         a.fut.set_result(stored)
             if self._closed:
@@ -281,10 +339,12 @@ class SqliteSpool(Spool):
         cutoff = group[-1].received_at - self._window
         repeats = self._known_ids(conn, ids, cutoff) if ids else set()
         rows: list[Any] = []
+        held: list[Any] = []
         claims: list[Any] = []
         results = []
         for job in group:
             received_at = job.received_at
+            out = rows if job.per_visitor is None else held
             stored = []
             for e in job.entries:
                 if e.client_id:
@@ -293,14 +353,24 @@ class SqliteSpool(Spool):
                         continue
                     repeats.add(e.message_id)  # a second copy in this group is a repeat
                     claims += (e.message_id, received_at)
-                rows += (e.message_id, e.kind, e.key, e.event_type, received_at,
-                         e.event_time, e.body)  # fmt: skip
+                out += (e.message_id, e.kind, e.key, e.event_type, received_at,
+                        e.event_time, e.body)  # fmt: skip
                 stored.append(True)
             results.append(stored)
         for start, size in _chunks(len(claims) // 2):
             conn.execute(_INSERT_SEEN[size], claims[start * 2 : (start + size) * 2])
         for start, size in _chunks(len(rows) // 7):
             conn.execute(_INSERT_EVENTS[size], rows[start * 7 : (start + size) * 7])
+        for start, size in _chunks(len(held) // 7):
+            conn.execute(_INSERT_HELD[size], held[start * 7 : (start + size) * 7])
+        for job in group:
+            if job.per_visitor is not None:
+                for visitor in {e.key for e in job.entries}:
+                    job.dropped += conn.execute(
+                        "DELETE FROM held WHERE seq IN (SELECT seq FROM held WHERE key = ?"
+                        " ORDER BY seq DESC LIMIT -1 OFFSET ?)",
+                        (visitor, job.per_visitor),
+                    ).rowcount
         return results
 
     @staticmethod
@@ -503,7 +573,8 @@ class SqliteSpool(Spool):
             ).fetchone()
             in_flight = sum(1 for until in self._leases.values() if until > now)
             dead = self._conn.execute("SELECT count(*) FROM dead").fetchone()[0]
-            return SpoolStats(depth, in_flight, dead, oldest)
+            held = self._conn.execute("SELECT count(*) FROM held").fetchone()[0]
+            return SpoolStats(depth, in_flight, dead, oldest, held)
 
         return await self._run(work)
 
@@ -518,3 +589,89 @@ class SqliteSpool(Spool):
             self._conn.execute("ROLLBACK")
 
         await self._run(work)
+
+    # -- anonymous visitors ----------------------------------------------------------------
+
+    async def held(self, visitor: str) -> list[Record]:
+        def work() -> list[Record]:
+            assert self._conn is not None
+            rows = self._conn.execute(
+                "SELECT seq, message_id, kind, key, event_type, received_at, event_time, body, 0"
+                " FROM held WHERE key = ? ORDER BY seq",
+                (visitor,),
+            ).fetchall()
+            return [_record(r) for r in rows]
+
+        return await self._run(work)
+
+    async def identify(
+        self,
+        visitor: str,
+        contact: bytes,
+        now: int,
+        release: Sequence[int] = (),
+        entries: Sequence[EntryLike] = (),
+    ) -> None:
+        def work() -> int:
+            conn = self._conn
+            assert conn is not None
+            conn.execute("BEGIN IMMEDIATE")  # committed by _run, off the event loop
+            conn.execute(
+                "INSERT OR REPLACE INTO visitors (visitor, contact, at) VALUES (?, ?, ?)",
+                (visitor, contact, now),
+            )
+            released = 0
+            for start, size in _chunks(len(release)):
+                released += conn.execute(
+                    f"DELETE FROM held WHERE seq IN ({', '.join('?' * size)})",
+                    list(release[start : start + size]),
+                ).rowcount
+            rows = [
+                (e.message_id, e.kind, e.key, e.event_type, now, e.event_time, e.body)
+                for e in entries
+            ]
+            conn.executemany(
+                f"INSERT INTO events ({_EVENT_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?)", rows
+            )
+            return released
+
+        released = await self._run(work)
+        self._held -= released
+        self._depth += len(entries)
+
+    async def contact_of(self, visitor: str, since: int) -> bytes | None:
+        def work() -> bytes | None:
+            assert self._conn is not None
+            row = self._conn.execute(
+                "SELECT contact FROM visitors WHERE visitor = ? AND at >= ?", (visitor, since)
+            ).fetchone()
+            return None if row is None else bytes(row[0])
+
+        return await self._run(work)
+
+    async def expire_held(self, held_before: int, visitors_before: int) -> int:
+        def work() -> int:
+            conn = self._conn
+            assert conn is not None
+            conn.execute("BEGIN IMMEDIATE")
+            # Held entries are in arrival order, so the expired ones are a prefix: walk it
+            # (bounded, like the dedup prune) instead of scanning the whole table.
+            oldest = conn.execute(
+                "SELECT seq, received_at FROM held ORDER BY seq LIMIT ?", (_PRUNE_ROWS,)
+            ).fetchall()
+            last = None
+            for seq, received_at in oldest:
+                if received_at >= held_before:
+                    break
+                last = seq
+            expired = 0
+            if last is not None:
+                expired = conn.execute(
+                    "DELETE FROM held WHERE seq <= ? AND received_at < ?", (last, held_before)
+                ).rowcount
+            conn.execute("DELETE FROM visitors WHERE at < ?", (visitors_before,))
+            return expired
+
+        expired = await self._run(work)
+        self._held -= expired
+        return expired

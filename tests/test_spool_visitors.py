@@ -1,0 +1,111 @@
+"""The spool's anonymous-visitor store, on every backend: hold, identify, expire."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from collector.errors import SpoolFull
+from collector.spool import Spool
+from collector.spool.sqlite import SqliteSpool
+
+from .test_spool_contract import T0, Entry, SpoolFactory, make_spool, spool
+
+__all__ = ["make_spool", "spool"]  # fixtures, re-used from the contract suite
+
+V1 = "visitor:v1"
+V2 = "visitor:v2"
+CONTACT = b'{"email":"a@example.com"}'
+
+
+def held(message_id: str, visitor: str = V1, event_time: int | None = None) -> Entry:
+    return Entry(message_id, key=visitor, kind="held", event_time=event_time, body=b"{}")
+
+
+async def test_held_entries_wait_apart_and_are_never_leased(spool: Spool) -> None:
+    stored, dropped = await spool.hold([held("a1"), held("a2"), held("b1", V2)], T0, 10)
+    assert (stored, dropped) == ([True, True, True], 0)
+    assert await spool.lease(10, 60_000, T0) == []
+    assert await spool.pending(10) == []
+    assert [r.message_id for r in await spool.held(V1)] == ["a1", "a2"]
+    stats = await spool.stats()
+    assert (stats.depth, stats.held) == (0, 3)
+
+
+async def test_held_entries_share_the_dedup_window(spool: Spool) -> None:
+    await spool.hold([held("a1")], T0, 10)
+    assert await spool.hold([held("a1"), held("a2")], T0 + 1, 10) == ([False, True], 0)
+    # ...with the queue too: a held messageId sent again with a contact is a repeat.
+    assert await spool.append([Entry("a1")], T0 + 2) == [False]
+
+
+async def test_identify_moves_held_entries_into_the_queue_in_order(spool: Spool) -> None:
+    await spool.hold([held("a1", event_time=T0 - 5), held("a2"), held("b1", V2)], T0, 10)
+    records = await spool.held(V1)
+    became = [Entry(r.message_id, key="contact:a@example.com", event_time=r.event_time)
+              for r in records]  # fmt: skip
+    await spool.identify(V1, CONTACT, T0 + 10, [r.seq for r in records], became)
+    assert await spool.held(V1) == []
+    queued = await spool.pending(10)
+    assert [r.message_id for r in queued] == ["a1", "a2"]
+    assert queued[0].event_time == T0 - 5
+    assert await spool.contact_of(V1, T0) == CONTACT
+    assert await spool.contact_of(V2, T0) is None
+    stats = await spool.stats()
+    assert (stats.depth, stats.held) == (2, 1)
+    # Leased like any other entry.
+    assert [r.message_id for r in await spool.lease(10, 60_000, T0 + 20)] == ["a1"]
+
+
+async def test_a_visitor_keeps_only_its_newest_entries(spool: Spool) -> None:
+    await spool.hold([held(f"a{i}") for i in range(4)], T0, 3)
+    assert await spool.hold([held("a4"), held("b1", V2)], T0 + 1, 3) == ([True, True], 1)
+    assert [r.message_id for r in await spool.held(V1)] == ["a2", "a3", "a4"]
+    assert (await spool.stats()).held == 4
+
+
+async def test_expire_held_by_age_and_forget_old_visitors(spool: Spool) -> None:
+    await spool.hold([held("a1"), held("b1", V2)], T0, 10)
+    await spool.hold([held("a2")], T0 + 1000, 10)
+    await spool.identify("visitor:old", CONTACT, T0)
+    await spool.identify("visitor:new", CONTACT, T0 + 1000)
+    assert await spool.expire_held(T0 + 500, T0 + 500) == 2
+    assert [r.message_id for r in await spool.held(V1)] == ["a2"]
+    assert await spool.held(V2) == []
+    assert (await spool.stats()).held == 1
+    assert await spool.contact_of("visitor:old", 0) is None
+    assert await spool.contact_of("visitor:new", 0) == CONTACT
+    assert await spool.contact_of("visitor:new", T0 + 2000) is None  # identified too long ago
+
+
+async def test_held_entries_are_bounded(make_spool: SpoolFactory) -> None:
+    s = make_spool(max_events=3)
+    await s.open()
+    try:
+        await s.hold([held("a1"), held("a2")], T0, 10)
+        with pytest.raises(SpoolFull):
+            await s.hold([held("a3"), held("a4")], T0, 10)
+        assert len(await s.held(V1)) == 2
+    finally:
+        await s.close()
+
+
+async def test_held_entries_and_visitors_survive_a_restart(tmp_path: Path) -> None:
+    path = str(tmp_path / "spool.db")
+    first = SqliteSpool(path, max_events=100, dedup_window_ms=60_000)
+    await first.open()
+    await first.hold([held("a1"), held("b1", V2)], T0, 10)
+    await first.identify(V2, CONTACT, T0, [r.seq for r in await first.held(V2)], [Entry("b1")])
+    await first.close()
+
+    second = SqliteSpool(path, max_events=100, dedup_window_ms=60_000)
+    await second.open()
+    try:
+        assert [r.message_id for r in await second.held(V1)] == ["a1"]
+        assert await second.contact_of(V2, T0) == CONTACT
+        assert [r.message_id for r in await second.pending(10)] == ["b1"]
+        assert (await second.stats()).held == 1
+        assert await second.hold([held("a1")], T0 + 1, 10) == ([False], 0)
+    finally:
+        await second.close()
