@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -11,7 +12,7 @@ from contextlib import asynccontextmanager
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 
 from . import __version__
@@ -21,6 +22,7 @@ from .forward import DryRunSink, Forwarder, RetryPolicy, Sink
 from .ingest import Ingest, json_response
 from .metrics import Metrics
 from .spool import Spool, open_spool
+from .web import Web, sweep_forever
 from .yespo import YespoClient
 
 log = logging.getLogger("collector")
@@ -90,6 +92,7 @@ def create_app(settings: Settings, spool: Spool | None = None) -> Starlette:
     metrics = Metrics()
     forwarder = make_forwarder(settings, spool, metrics) if settings.forward else None
     ingest = Ingest(settings, spool, metrics, forwarder.notify if forwarder else None)
+    web = Web(settings, spool, metrics, forwarder.notify if forwarder else None)
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -113,9 +116,19 @@ def create_app(settings: Settings, spool: Spool | None = None) -> Starlette:
             task = asyncio.create_task(forwarder.run(), name="forwarder")
         else:
             log.info("delivery is off here (--no-forward): run 'collector forward' beside it")
+        if web.sites:
+            log.info(
+                "browsers: script at %s.js, events at %s, %d site key(s)%s",
+                settings.web_path, settings.web_path, len(web.sites),
+                "; demo shop at /demo/" if settings.demo else "",
+            )  # fmt: skip
+        sweeper = asyncio.create_task(sweep_forever(settings, spool, metrics), name="sweeper")
         try:
             yield
         finally:
+            sweeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await sweeper
             if forwarder is not None and task is not None:
                 await stop_forwarder(forwarder, task, settings.shutdown_timeout_s)
             await spool.close()
@@ -179,6 +192,7 @@ def create_app(settings: Settings, spool: Spool | None = None) -> Starlette:
             oldest = stats.oldest_received_at
             age = time.time() - oldest / 1000 if oldest is not None else 0.0
             metrics.spool_oldest_age.set(max(age, 0.0))
+            metrics.anonymous_held.set(stats.held)
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
     routes = [
@@ -189,7 +203,19 @@ def create_app(settings: Settings, spool: Spool | None = None) -> Starlette:
         Route("/healthz", healthz, methods=["GET"]),
         Route("/readyz", readyz, methods=["GET"]),
         Route("/metrics", metrics_endpoint, methods=["GET"]),
+        Route(settings.web_path + ".js", web.serve_script, methods=["GET"]),
+        Route(settings.web_path, web.events, methods=["POST"]),
+        Route(settings.web_path, web.preflight, methods=["OPTIONS"]),
     ]
+    if settings.demo:
+
+        async def demo_home(request: Request) -> Response:
+            return RedirectResponse("/demo/")
+
+        routes += [
+            Route("/demo", demo_home, methods=["GET"]),
+            Route("/demo/{name:path}", web.serve_demo, methods=["GET"]),
+        ]
     app = Starlette(
         routes=routes,
         lifespan=lifespan,
@@ -199,4 +225,5 @@ def create_app(settings: Settings, spool: Spool | None = None) -> Starlette:
     app.state.spool = spool
     app.state.metrics = metrics
     app.state.forwarder = forwarder
+    app.state.web = web
     return app

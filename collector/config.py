@@ -7,6 +7,7 @@ This module is the only reader of ``os.environ``: everything else receives a
 from __future__ import annotations
 
 import dataclasses
+import re
 import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -35,6 +36,15 @@ DEFAULT_YESPO_CONCURRENCY = 32
 DEFAULT_YESPO_MAX_RPS = 200.0
 # An entry that still fails after a week is dead-lettered ("expired") instead of retried.
 DEFAULT_MAX_EVENT_AGE_S = 7 * 24 * 3600
+
+
+# Browsers: an anonymous visitor's events wait in the spool until the visitor identifies.
+# 200 covers a long browsing session; past it the oldest go (and are counted).
+DEFAULT_ANONYMOUS_MAX_EVENTS = 200
+# A week: most shoppers who identify at all do so within days of browsing.
+DEFAULT_ANONYMOUS_MAX_AGE_S = 7 * 24 * 3600
+# How long the collector remembers who an identified visitor is: the visitor cookie's life.
+DEFAULT_VISITOR_TTL_S = 365 * 24 * 3600
 
 
 class ConfigError(ValueError):
@@ -72,6 +82,16 @@ class Settings:
     retry_max_delay_s: int = 300
     max_event_age_s: int = DEFAULT_MAX_EVENT_AGE_S
     shutdown_timeout_s: float = 10.0
+    # Browsers (collector/web.py).
+    web_path: str = "/lib/y"
+    site_keys: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    demo: bool = False
+    visitor_cookie: str = "yc_aid"
+    cookie_domain: str | None = None
+    anonymous_max_events: int = DEFAULT_ANONYMOUS_MAX_EVENTS
+    anonymous_max_age_s: int = DEFAULT_ANONYMOUS_MAX_AGE_S
+    visitor_ttl_s: int = DEFAULT_VISITOR_TTL_S
+    static_dir: str | None = None  # None: the checkout's (or working directory's) static/
     # Keys generated at start-up because none were configured (printed in the banner).
     generated_key: bool = field(default=False, compare=False)
 
@@ -93,6 +113,7 @@ class Settings:
         for name in (
             "port", "spool_max_events", "max_body_bytes", "max_batch_events",
             "yespo_concurrency", "retry_base_ms", "retry_max_delay_s", "max_event_age_s",
+            "anonymous_max_events", "anonymous_max_age_s", "visitor_ttl_s",
         ):  # fmt: skip
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name} must be positive, got {getattr(self, name)}")
@@ -109,6 +130,30 @@ class Settings:
                     f"{name} takes a non-empty list of {', '.join(CONTACT_FIELDS)}; got {unknown}"
                 )
         self.tz()  # fail at start-up, not on the first order
+        if not _WEB_PATH.fullmatch(self.web_path):
+            raise ConfigError(
+                "COLLECTOR_WEB_PATH must be a path such as /lib/y (letters, digits, - _ . /),"
+                f" got {self.web_path!r}"
+            )
+        if not _COOKIE_NAME.fullmatch(self.visitor_cookie):
+            raise ConfigError(
+                f"COLLECTOR_VISITOR_COOKIE: not a cookie name: {self.visitor_cookie!r}"
+            )
+        for key, origins in self.site_keys.items():
+            for origin in origins:
+                if origin not in ("self", "*") and not _ORIGIN.fullmatch(origin):
+                    raise ConfigError(
+                        f"COLLECTOR_SITE_KEYS: site key {key!r}: {origin!r} is not an origin"
+                        " such as https://shop.example (scheme, host, optional port; no path),"
+                        " 'self' or '*'"
+                    )
+
+    def site_origins(self) -> dict[str, tuple[str, ...]]:
+        """Site key -> allowed origins, the demo's key included when the demo is on."""
+        keys = dict(self.site_keys)
+        if self.demo:
+            keys.setdefault(DEMO_SITE_KEY, ("self",))
+        return keys
 
     def tz(self) -> tzinfo:
         try:
@@ -169,15 +214,31 @@ ENV: dict[str, str] = {
     "retry_max_delay_s": "COLLECTOR_RETRY_MAX_DELAY",
     "max_event_age_s": "COLLECTOR_MAX_EVENT_AGE",
     "shutdown_timeout_s": "COLLECTOR_SHUTDOWN_TIMEOUT",
+    "web_path": "COLLECTOR_WEB_PATH",
+    "site_keys": "COLLECTOR_SITE_KEYS",
+    "demo": "COLLECTOR_DEMO",
+    "visitor_cookie": "COLLECTOR_VISITOR_COOKIE",
+    "cookie_domain": "COLLECTOR_COOKIE_DOMAIN",
+    "anonymous_max_events": "COLLECTOR_ANONYMOUS_MAX_EVENTS",
+    "anonymous_max_age_s": "COLLECTOR_ANONYMOUS_MAX_AGE",
+    "visitor_ttl_s": "COLLECTOR_VISITOR_TTL",
+    "static_dir": "COLLECTOR_STATIC_DIR",
 }
+
+# The demo shop's site key, allowed for the collector's own origin.
+DEMO_SITE_KEY = "demo"
+_WEB_PATH = re.compile(r"(/[A-Za-z0-9_.-]+)+")
+_COOKIE_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
+_ORIGIN = re.compile(r"https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?")
 
 _INT = {
     "port", "spool_max_events", "dedup_window_s", "max_body_bytes", "max_batch_events",
     "yespo_concurrency", "retry_base_ms", "retry_max_delay_s", "max_event_age_s",
+    "anonymous_max_events", "anonymous_max_age_s", "visitor_ttl_s",
 }  # fmt: skip
 _FLOAT = {"yespo_max_rps", "yespo_timeout_s", "shutdown_timeout_s"}
 _LIST = {"api_keys", "key_value_order", "identifying_params"}
-_BOOL = {"check_order_total", "forward"}
+_BOOL = {"check_order_total", "forward", "demo"}
 
 
 def _parse(name: str, var: str, raw: str) -> Any:
@@ -191,6 +252,8 @@ def _parse(name: str, var: str, raw: str) -> Any:
             return float(raw)
         except ValueError:
             raise ConfigError(f"{var} must be a number, got {raw!r}") from None
+    if name == "site_keys":
+        return parse_site_keys(raw)
     if name in _LIST:
         return tuple(part.strip() for part in raw.split(",") if part.strip())
     if name in _BOOL:
@@ -201,3 +264,20 @@ def _parse(name: str, var: str, raw: str) -> Any:
             return False
         raise ConfigError(f"{var} must be true or false, got {raw!r}")
     return raw.strip()
+
+
+def parse_site_keys(raw: str) -> dict[str, tuple[str, ...]]:
+    """``key=https://a.example https://b.example; key2=self`` -> {key: (origins)}."""
+    keys: dict[str, tuple[str, ...]] = {}
+    for part in raw.split(";"):
+        if not part.strip():
+            continue
+        key, sep, origins = part.partition("=")
+        key = key.strip()
+        listed = tuple(o.rstrip("/") for o in origins.split())
+        if not sep or not key or not listed:
+            raise ConfigError(
+                f"COLLECTOR_SITE_KEYS takes 'key=origin origin; key2=origin', got {part.strip()!r}"
+            )
+        keys[key] = listed
+    return keys

@@ -3,6 +3,7 @@
     CollectorError
     ├── RequestError            the whole request is refused (-> 4xx)
     │   ├── Unauthorized        missing or unknown key (-> 401)
+    │   ├── Forbidden           a site key used from an origin it is not tied to (-> 403)
     │   ├── PayloadTooLarge     body or batch over its limit (-> 413)
     │   └── BadRequest          body is not JSON, or not of the endpoint's shape (-> 400)
     └── SpoolError              the spool cannot take the events (-> 503 + Retry-After)
@@ -48,6 +49,10 @@ class RequestError(CollectorError):
 
 class Unauthorized(RequestError):
     status_code = 401
+
+
+class Forbidden(RequestError):
+    status_code = 403
 
 
 class PayloadTooLarge(RequestError):

@@ -58,6 +58,26 @@ class Metrics:
             "1 while delivery is paused because Yespo refused the key.",
             registry=r,
         )
+        self.anonymous_held = Gauge(
+            "anonymous_held_events",
+            "Anonymous visitors' events waiting for the visitor to identify.",
+            registry=r,
+        )
+        self.anonymous_released = Counter(
+            "anonymous_released_events",
+            "Held events delivered with their contact after the visitor identified.",
+            registry=r,
+        )
+        self.anonymous_expired = Counter(
+            "anonymous_expired_events",
+            "Held events given up on: age (visitor never identified in time), count (over"
+            " the per-visitor bound, oldest first), invalid (not valid with the contact given).",
+            ["reason"],
+            registry=r,
+        )
+        self.identified = Counter(
+            "identified_visitors", "identify calls from browsers that named a contact.", registry=r
+        )
         self.commit_seconds = Histogram(
             "spool_append_seconds",
             "Time from handing events to the spool to their commit.",

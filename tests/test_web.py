@@ -1,0 +1,252 @@
+"""The browser endpoint over real HTTP: site keys, CORS, the visitor cookie, anonymous
+visitors held until they identify, and the files it serves."""
+
+from __future__ import annotations
+
+import asyncio
+import gzip
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+
+from collector.spool import Spool
+from collector.web import sweep_held
+
+from .conftest import Running, make_settings, running
+
+SHOP = "https://shop.example"
+SITE = "site-1"
+VISITOR = "visitor-0001"
+
+
+@pytest.fixture
+async def web(tmp_path: Path) -> AsyncIterator[Running]:
+    settings = make_settings(tmp_path, site_keys={SITE: (SHOP,)}, anonymous_max_events=5)
+    async with running(settings) as c:
+        yield c
+
+
+def page(location: str, mid: str, ts: int = 1_732_000_000_000) -> dict[str, Any]:
+    return {"type": "pageViewed", "messageId": mid, "timestamp": ts,
+            "properties": {"location": location}}  # fmt: skip
+
+
+def identify(email: str, mid: str = "id-1") -> dict[str, Any]:
+    return {"type": "identify", "messageId": mid, "contact": {"email": email}}
+
+
+async def send(
+    c: Running,
+    batch: list[Any],
+    *,
+    origin: str | None = SHOP,
+    site: str = SITE,
+    visitor: str | None = VISITOR,
+    cookies: dict[str, str] | None = None,
+    path: str = "/lib/y",
+) -> tuple[int, Any, Any]:
+    body: dict[str, Any] = {"siteKey": site, "batch": batch}
+    if visitor is not None:
+        body["anonymousId"] = visitor
+    headers = {"Content-Type": "text/plain;charset=UTF-8"}  # what sendBeacon sends
+    if origin is not None:
+        headers["Origin"] = origin
+    if cookies:
+        headers["Cookie"] = "; ".join(f"{k}={v}" for k, v in cookies.items())
+    async with c.http.post(c.url + path, data=orjson.dumps(body), headers=headers) as resp:
+        return resp.status, await resp.json(), resp
+
+
+def spool(c: Running) -> Spool:
+    s: Spool = c.app.state.spool
+    return s
+
+
+async def queued(c: Running) -> list[dict[str, Any]]:
+    return [orjson.loads(r.body) for r in await spool(c).pending(100)]
+
+
+def params(body: dict[str, Any]) -> dict[str, str]:
+    return {p["name"]: p["value"] for p in body["params"]}
+
+
+async def test_anonymous_events_wait_until_identify_then_go_in_order_with_the_contact(
+    web: Running,
+) -> None:
+    status, reply, _ = await send(web, [page("https://shop.example/", "m1"),
+                                        page("https://shop.example/sale", "m2")])  # fmt: skip
+    assert status == 200
+    assert reply["accepted"] == 2 and reply["held"] == 2 and reply["rejected"] == []
+    assert await queued(web) == []  # Yespo would drop them: nobody to attach them to
+    assert (await spool(web).stats()).held == 2
+
+    status, reply, _ = await send(web, [identify(" Jane@Example.com ")])
+    assert (status, reply["accepted"]) == (200, 1)
+    bodies = await queued(web)
+    assert [params(b)["page"] for b in bodies] == [
+        '{"location":"https://shop.example/"}',
+        '{"location":"https://shop.example/sale"}',
+    ]
+    assert {b["keyValue"] for b in bodies} == {"jane@example.com"}
+    records = await spool(web).pending(100)
+    assert [r.message_id for r in records] == ["m1", "m2"]
+    assert {r.event_time for r in records} == {1_732_000_000_000}  # their own time, kept
+
+    # Later events of the visitor carry the contact without the page repeating it.
+    status, reply, _ = await send(web, [page("https://shop.example/cart", "m3")])
+    assert (reply["accepted"], reply["held"]) == (1, 0)
+    assert (await queued(web))[-1]["keyValue"] == "jane@example.com"
+    assert (await spool(web).stats()).held == 0
+
+
+async def test_events_before_and_after_identify_in_one_batch_keep_their_order(
+    web: Running,
+) -> None:
+    batch = [page("https://shop.example/a", "m1"), identify("a@example.com"),
+             page("https://shop.example/b", "m2")]  # fmt: skip
+    status, reply, _ = await send(web, batch)
+    assert (status, reply["accepted"], reply["held"]) == (200, 3, 1)
+    assert [r.message_id for r in await spool(web).pending(10)] == ["m1", "m2"]
+
+
+async def test_a_bad_event_is_named_and_the_good_ones_beside_it_are_kept(web: Running) -> None:
+    bad = {"type": "productViewed", "messageId": "bad-1", "properties": {"price": "cheap"}}
+    status, reply, _ = await send(web, [page("https://shop.example/", "m1"), bad])
+    assert status == 200
+    assert reply["accepted"] == 1
+    [item] = reply["rejected"]
+    assert (item["index"], item["messageId"]) == (1, "bad-1")
+    fields = {e["field"] for e in item["errors"]}
+    assert {"properties.productId", "properties.price"} <= fields
+
+    status, reply, _ = await send(web, [identify("not-an-email")])
+    assert status == 400
+    assert reply["rejected"][0]["errors"][0]["field"] == "contact.email"
+
+
+async def test_a_resent_batch_is_acknowledged_and_not_held_twice(web: Running) -> None:
+    batch = [page("https://shop.example/", "m1")]
+    await send(web, batch)
+    status, reply, _ = await send(web, batch)
+    assert (status, reply["accepted"], reply["duplicates"], reply["held"]) == (200, 1, 1, 0)
+    await send(web, [identify("a@example.com")])
+    assert len(await queued(web)) == 1
+
+
+async def test_site_keys_are_tied_to_their_origins(web: Running) -> None:
+    status, reply, resp = await send(web, [page("https://evil.example/", "m1")],
+                                     origin="https://evil.example")  # fmt: skip
+    assert status == 403 and "not allowed on https://evil.example" in reply["error"]
+    assert "Access-Control-Allow-Origin" not in resp.headers
+
+    status, reply, _ = await send(web, [page("https://shop.example/", "m1")], site="nope")
+    assert status == 403 and "unknown site key" in reply["error"]
+
+    status, reply, _ = await send(web, [page("https://shop.example/", "m1")], origin=None)
+    assert status == 403
+
+    status, _, resp = await send(web, [page("https://shop.example/", "m1")])
+    assert status == 200
+    assert resp.headers["Access-Control-Allow-Origin"] == SHOP
+    assert resp.headers["Access-Control-Allow-Credentials"] == "true"
+    assert (await spool(web).stats()).held == 1  # only the allowed request stored anything
+
+
+async def test_cors_preflight_is_answered_for_allowed_origins_only(web: Running) -> None:
+    headers = {"Origin": SHOP, "Access-Control-Request-Method": "POST",
+               "Access-Control-Request-Headers": "content-type"}  # fmt: skip
+    async with web.http.options(web.url + "/lib/y", headers=headers) as resp:
+        assert resp.status == 204
+        assert resp.headers["Access-Control-Allow-Origin"] == SHOP
+        assert "POST" in resp.headers["Access-Control-Allow-Methods"]
+    headers["Origin"] = "https://evil.example"
+    async with web.http.options(web.url + "/lib/y", headers=headers) as resp:
+        assert resp.status == 403
+        assert "Access-Control-Allow-Origin" not in resp.headers
+
+
+async def test_the_visitor_id_lives_in_a_first_party_cookie(web: Running) -> None:
+    # No id in the body and no cookie: the collector makes one and sets the cookie.
+    status, reply, resp = await send(web, [page("https://shop.example/", "m1")], visitor=None)
+    assert status == 200
+    minted = reply["anonymousId"]
+    cookie = resp.cookies["yc_aid"]
+    assert cookie.value == minted
+    assert cookie["samesite"].lower() == "lax" and cookie["secure"]
+    assert int(cookie["max-age"]) >= 300 * 24 * 3600
+    # The cookie alone names the visitor on the next request.
+    status, reply, _ = await send(web, [identify("c@example.com")], visitor=None,
+                                  cookies={"yc_aid": minted})  # fmt: skip
+    assert reply["anonymousId"] == minted
+    assert [r.message_id for r in await spool(web).pending(10)] == ["m1"]
+
+
+async def test_a_visitor_keeps_a_bounded_number_of_events_and_the_rest_are_counted(
+    web: Running,
+) -> None:
+    await send(web, [page(f"https://shop.example/{i}", f"m{i}") for i in range(7)])
+    assert (await spool(web).stats()).held == 5  # anonymous_max_events
+    await send(web, [identify("d@example.com")])
+    assert [r.message_id for r in await spool(web).pending(10)] == [f"m{i}" for i in range(2, 7)]
+    assert 'anonymous_expired_events_total{reason="count"} 2.0' in await metrics(web)
+
+
+async def test_held_events_past_their_age_expire_and_are_counted(tmp_path: Path) -> None:
+    settings = make_settings(tmp_path, site_keys={SITE: (SHOP,)}, anonymous_max_age_s=1)
+    async with running(settings) as c:
+        await send(c, [page("https://shop.example/", "m1")])
+        assert "anonymous_held_events 1.0" in await metrics(c)
+        await asyncio.sleep(1.1)
+        # The sweep runs every minute on its own; run one now.
+        assert await sweep_held(settings, spool(c), c.app.state.metrics) == 1
+        text = await metrics(c)
+        assert 'anonymous_expired_events_total{reason="age"} 1.0' in text
+        assert "anonymous_held_events 0.0" in text
+        await send(c, [identify("e@example.com")])
+        assert await queued(c) == []
+
+
+async def metrics(c: Running) -> str:
+    async with c.http.get(c.url + "/metrics") as resp:
+        return await resp.text()
+
+
+async def test_the_script_is_served_compressed_and_cacheable(tmp_path: Path) -> None:
+    static = tmp_path / "static"
+    static.mkdir()
+    (static / "y.js").write_text("/* tracking */ window.yc = window.yc || function () {};\n" * 20)
+    settings = make_settings(tmp_path, static_dir=str(static), web_path="/assets/app")
+    async with running(settings) as c:
+        async with c.http.get(c.url + "/assets/app.js", auto_decompress=False,
+                              headers={"Accept-Encoding": "gzip"}) as resp:  # fmt: skip
+            assert resp.status == 200
+            assert resp.headers["Content-Encoding"] == "gzip"
+            assert resp.headers["Content-Type"].startswith("text/javascript")
+            assert gzip.decompress(await resp.read()) == (static / "y.js").read_bytes()
+            etag = resp.headers["ETag"]
+        async with c.http.get(c.url + "/assets/app.js", headers={"If-None-Match": etag}) as resp:
+            assert resp.status == 304
+
+
+async def test_the_demo_shop_is_served_with_the_configured_paths(tmp_path: Path) -> None:
+    demo = tmp_path / "static" / "demo"
+    demo.mkdir(parents=True)
+    (demo / "index.html").write_text('<script src="__YC_SCRIPT__"></script>__YC_ENDPOINT__')
+    settings = make_settings(tmp_path, static_dir=str(tmp_path / "static"), demo=True,
+                             web_path="/s/t")  # fmt: skip
+    async with running(settings) as c:
+        async with c.http.get(c.url + "/demo") as resp:
+            assert resp.status == 200 and str(resp.url).endswith("/demo/")
+            assert await resp.text() == '<script src="/s/t.js"></script>/s/t'
+        async with c.http.get(c.url + "/demo/missing.html") as resp:
+            assert resp.status == 404
+        # The demo's site key works from the collector's own origin, and only there.
+        status, _, _ = await send(
+            c, [page(c.url + "/demo/", "m1")], site="demo", origin=c.url, path="/s/t"
+        )
+        assert status == 200
+        status, _, _ = await send(c, [page(SHOP, "m2")], site="demo", origin=SHOP, path="/s/t")
+        assert status == 403
