@@ -176,7 +176,13 @@ class Web:
         if not root.is_dir():
             log.warning("COLLECTOR_DEMO is on but %s is missing", root)
             return pages
-        types = {".html": "text/html; charset=utf-8", ".css": "text/css", ".svg": "image/svg+xml"}
+        types = {
+            ".html": "text/html; charset=utf-8",
+            ".css": "text/css; charset=utf-8",
+            ".js": "text/javascript; charset=utf-8",
+            ".svg": "image/svg+xml",
+            ".png": "image/png",
+        }
         for path in sorted(root.rglob("*")):
             media_type = types.get(path.suffix)
             if media_type is None or not path.is_file():

@@ -13,6 +13,7 @@ import orjson
 import pytest
 
 from collector.spool import Spool
+from collector.standin import StandIn
 from collector.web import sweep_held
 
 from .conftest import Running, make_settings, running
@@ -250,3 +251,24 @@ async def test_the_demo_shop_is_served_with_the_configured_paths(tmp_path: Path)
         assert status == 200
         status, _, _ = await send(c, [page(SHOP, "m2")], site="demo", origin=SHOP, path="/s/t")
         assert status == 403
+
+
+async def test_held_events_reach_yespo_after_identify_with_the_contact_in_order(
+    tmp_path: Path,
+) -> None:
+    async with StandIn(api_key="yespo-key") as yespo:
+        settings = make_settings(
+            tmp_path, site_keys={SITE: (SHOP,)}, forward=True, yespo_api_url=yespo.url,
+            yespo_api_key="yespo-key", yespo_max_rps=0,
+        )  # fmt: skip
+        async with running(settings) as c:
+            await send(c, [page(f"https://shop.example/{i}", f"m{i}") for i in range(3)])
+            await asyncio.sleep(0.3)
+            assert yespo.events == []  # nothing Yespo could attach to anyone
+            await send(c, [identify("f@example.com"), page("https://shop.example/3", "m3")])
+            arrived = await yespo.wait_for_events(4)
+    bodies = [orjson.loads(r.raw) for r in arrived]
+    assert [params(b)["page"] for b in bodies] == [
+        f'{{"location":"https://shop.example/{i}"}}' for i in range(4)
+    ]
+    assert all(params(b)["email"] == "f@example.com" for b in bodies)
