@@ -4,22 +4,25 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from . import __version__
 from .config import Settings
 from .errors import RequestError, SpoolError, SpoolFull
 from .forward import DryRunSink, Forwarder, RetryPolicy, Sink
-from .ingest import Ingest, json_response
+from .ingest import Ingest, json_response, spool_error_body
 from .metrics import Metrics
 from .spool import Spool, open_spool
 from .web import Web, sweep_forever
@@ -84,6 +87,21 @@ async def stop_forwarder(forwarder: Forwarder, task: asyncio.Task[None], timeout
     except SpoolError:
         left = -1
     log.info("forwarder stopped: %d events left in the spool, sent after the next start", left)
+
+
+class CollectorApp(Starlette):
+    """Starlette, with POST /v1/events (the busiest endpoint by far) handed straight to its
+    bare ASGI handler, past the middleware stack; it answers its own errors."""
+
+    def __init__(self, events: ASGIApp, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._events = events
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["path"] == "/v1/events" and scope["method"] == "POST":
+            await self._events(scope, receive, send)
+        else:
+            await super().__call__(scope, receive, send)
 
 
 def create_app(settings: Settings, spool: Spool | None = None) -> Starlette:
@@ -151,8 +169,7 @@ def create_app(settings: Settings, spool: Spool | None = None) -> Starlette:
         endpoint = request.url.path
         metrics.refused_requests.labels(endpoint, "503").inc()
         metrics.errors.labels("spool_full" if isinstance(exc, SpoolFull) else "spool").inc()
-        key = "message" if endpoint.startswith("/api/") else "error"
-        body = {key: f"events not stored, try again later: {exc.message}"}
+        body = spool_error_body(exc, "message" if endpoint.startswith("/api/") else "error")
         return json_response(body, 503, {"Retry-After": str(exc.retry_after)})
 
     def forwarder_state() -> str:
@@ -193,10 +210,12 @@ def create_app(settings: Settings, spool: Spool | None = None) -> Starlette:
             age = time.time() - oldest / 1000 if oldest is not None else 0.0
             metrics.spool_oldest_age.set(max(age, 0.0))
             metrics.anonymous_held.set(stats.held)
+        ingest.flush_counters()
+        web.flush_counters()
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
     routes = [
-        Route("/v1/events", ingest.events, methods=["POST"]),
+        Route("/v1/events", functools.partial(ingest.events), methods=["POST"]),  # bare ASGI
         Route("/api/v1/event", ingest.yespo_event, methods=["POST"]),
         Route("/api/v2/event", ingest.yespo_event, methods=["POST"]),
         Route("/api/v1/orders", ingest.yespo_orders, methods=["POST"]),
@@ -216,7 +235,8 @@ def create_app(settings: Settings, spool: Spool | None = None) -> Starlette:
             Route("/demo", demo_home, methods=["GET"]),
             Route("/demo/{name:path}", web.serve_demo, methods=["GET"]),
         ]
-    app = Starlette(
+    app = CollectorApp(
+        ingest.events,
         routes=routes,
         lifespan=lifespan,
         exception_handlers={RequestError: request_error, SpoolError: spool_error},

@@ -65,6 +65,7 @@ def serve(
     import uvicorn
 
     from .app import create_app
+    from .server import CorkedHttpToolsProtocol
 
     settings = load_settings(
         host=host, port=port, spool_url=spool_url, log_level=log_level, forward=forward
@@ -76,6 +77,7 @@ def serve(
         log_level=settings.log_level,
         access_log=False,  # one log line per event request would cost more than the request
         server_header=False,
+        http=CorkedHttpToolsProtocol,  # one write per response (see server.py)
         timeout_graceful_shutdown=10,
     )
 

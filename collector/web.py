@@ -40,7 +40,7 @@ from starlette.responses import Response
 from .config import Settings
 from .contact import identity_problem, key_value, normalize_contact
 from .errors import BadRequest, FieldError, Forbidden, PayloadTooLarge, RequestError, SpoolError
-from .ingest import id_factory, json_response, parse_json, read_body, rules_from
+from .ingest import Counters, id_factory, json_response, parse_json, read_body, rules_from
 from .metrics import Metrics
 from .normalize import Normalized, normalize_event
 from .spool import Spool
@@ -155,10 +155,10 @@ class Web:
         self.static_dir = Path(settings.static_dir) if settings.static_dir else find_static_dir()
         self.script = self._load_script()
         self.demo = self._load_demo() if settings.demo else {}
-        self._received = metrics.received.labels("web")
-        self._accepted = metrics.accepted.labels("web")
-        self._duplicates = metrics.duplicates.labels("web")
-        self._rejected = metrics.rejected.labels("web")
+        self._counters = Counters(metrics, "web")
+
+    def flush_counters(self) -> None:
+        self._counters.flush()
 
     # -- files ---------------------------------------------------------------------------
 
@@ -251,7 +251,7 @@ class Web:
                 raise Forbidden(f"site key {site_key!r} is not allowed on {origin}")
             allowed = origin
             anonymous_id = given_id or self._cookie_id(request) or self._new_visitor_id()
-            self._received.inc(len(batch))
+            self._counters.received += len(batch)
             async with self._visitor(anonymous_id):
                 reply = await self._take(batch, anonymous_id)
         except RequestError as exc:
@@ -376,11 +376,10 @@ class Web:
             item["errors"] = [e.as_dict() for e in errors]
             rejected.append(item)
         await flush()
-        self._accepted.inc(accepted - duplicates)
-        if duplicates:
-            self._duplicates.inc(duplicates)
-        if rejected:
-            self._rejected.inc(len(rejected))
+        counters = self._counters
+        counters.accepted += accepted - duplicates
+        counters.duplicates += duplicates
+        counters.rejected += len(rejected)
         return {
             "accepted": accepted,
             "duplicates": duplicates,

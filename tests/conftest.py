@@ -23,6 +23,7 @@ from starlette.applications import Starlette
 
 from collector.app import create_app
 from collector.config import Settings
+from collector.server import CorkedHttpToolsProtocol
 
 API_KEY = "test-key"
 ROOT = Path(__file__).resolve().parent.parent
@@ -42,9 +43,10 @@ async def serve(app: Starlette) -> AsyncIterator[str]:
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
-    server = uvicorn.Server(
-        uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on")
-    )
+    config = uvicorn.Config(
+        app, log_level="warning", access_log=False, lifespan="on", http=CorkedHttpToolsProtocol
+    )  # as `collector serve` runs it
+    server = uvicorn.Server(config)
     task = asyncio.create_task(server.serve(sockets=[sock]))
     deadline = time.monotonic() + 10
     while not server.started:

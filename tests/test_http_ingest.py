@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -117,6 +118,26 @@ async def test_missing_or_unknown_key_is_401(collector: Running) -> None:
     async with collector.http.post(collector.url + "/v1/events", json=page_view()) as resp:
         assert resp.headers["WWW-Authenticate"].startswith("Bearer")
     assert await stored_bodies(collector) == []
+
+
+async def test_other_methods_on_the_events_path_are_405(collector: Running) -> None:
+    async with collector.http.get(collector.url + "/v1/events", headers=collector.auth()) as resp:
+        assert resp.status == 405
+        assert resp.headers["Allow"] == "POST"
+
+
+async def test_a_body_in_several_chunks_is_read_whole(collector: Running) -> None:
+    async def chunks() -> AsyncIterator[bytes]:
+        data = orjson.dumps({"batch": [page_view(i) for i in range(50)]})
+        for start in range(0, len(data), 1000):
+            yield data[start : start + 1000]
+
+    headers = collector.auth()
+    async with collector.http.post(
+        collector.url + "/v1/events", data=chunks(), headers=headers
+    ) as resp:
+        assert resp.status == 200
+        assert (await resp.json())["accepted"] == 50
 
 
 async def test_body_that_is_not_json_is_a_400(collector: Running) -> None:
