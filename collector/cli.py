@@ -65,13 +65,15 @@ def serve(
     import uvicorn
 
     from .app import create_app
-    from .server import CorkedHttpToolsProtocol
+    from .server import CorkedHttpToolsProtocol, tune_gc
 
     settings = load_settings(
         host=host, port=port, spool_url=spool_url, log_level=log_level, forward=forward
     )
+    app = create_app(settings)
+    tune_gc()
     uvicorn.run(
-        create_app(settings),
+        app,
         host=settings.host,
         port=settings.port,
         log_level=settings.log_level,

@@ -12,6 +12,7 @@ request that answers 204 is unaffected; a JSON reply gets the single write it de
 from __future__ import annotations
 
 import asyncio
+import gc
 from typing import Any
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
@@ -60,3 +61,19 @@ class CorkedHttpToolsProtocol(HttpToolsProtocol):
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         corked: Any = CorkedTransport(transport, self.loop)
         super().connection_made(corked)
+
+
+# Young objects between collections of generation 0 (Python's default is 700). A batch of
+# events is thousands of small dicts that live until their commit; at 700 the collector
+# keeps tracing them, and promotes enough of them to trigger full collections over every
+# object of the process. 50,000 such objects are a few MB.
+GC_GEN0_THRESHOLD = 50_000
+
+
+def tune_gc() -> None:
+    """Freeze what start-up made (modules, classes: never garbage) out of the collector's
+    sight, and collect young objects less often. Measured with bench/ingest.py, batches of
+    100: about 18% less CPU per request, the same as with the collector off."""
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(GC_GEN0_THRESHOLD, 50, 100)
