@@ -20,6 +20,7 @@ import aiohttp
 import pytest
 import uvicorn
 from starlette.applications import Starlette
+from starlette.types import ASGIApp
 
 from collector.app import create_app
 from collector.config import Settings
@@ -37,11 +38,12 @@ def free_port() -> int:
 
 
 @asynccontextmanager
-async def serve(app: Starlette) -> AsyncIterator[str]:
-    """Run `app` under uvicorn in this event loop; yield its base URL."""
+async def serve(app: ASGIApp, port: int = 0) -> AsyncIterator[str]:
+    """Run `app` under uvicorn in this event loop (on `port`, when given: a collector can
+    stop and come back there); yield its base URL."""
     sock = socket.socket()
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
+    sock.bind(("127.0.0.1", port))
     port = sock.getsockname()[1]
     config = uvicorn.Config(
         app, log_level="warning", access_log=False, lifespan="on", http=CorkedHttpToolsProtocol
