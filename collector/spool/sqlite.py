@@ -22,114 +22,19 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
 from ..errors import SpoolError, SpoolFull
+from . import sqlite_sql as sql
 from .base import DeadLetter, EntryLike, Record, Spool, SpoolStats
 
 log = logging.getLogger("collector.spool")
 
 T = TypeVar("T")
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS events (
-    seq INTEGER PRIMARY KEY AUTOINCREMENT,  -- never reused: a stale ack cannot hit a new row
-    message_id TEXT NOT NULL,
-    kind TEXT NOT NULL,
-    key TEXT NOT NULL,
-    event_type TEXT NOT NULL,
-    received_at INTEGER NOT NULL,
-    event_time INTEGER,
-    body BLOB NOT NULL,
-    attempts INTEGER NOT NULL DEFAULT 0,
-    not_before INTEGER NOT NULL DEFAULT 0  -- leases are kept in memory, see _lease_sync
-);
-CREATE TABLE IF NOT EXISTS seen (
-    message_id TEXT PRIMARY KEY,
-    at INTEGER NOT NULL
-) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS seen_by_time ON seen (at);
-CREATE TABLE IF NOT EXISTS dead (
-    seq INTEGER PRIMARY KEY,
-    message_id TEXT NOT NULL,
-    kind TEXT NOT NULL,
-    key TEXT NOT NULL,
-    event_type TEXT NOT NULL,
-    received_at INTEGER NOT NULL,
-    event_time INTEGER,
-    body BLOB NOT NULL,
-    attempts INTEGER NOT NULL,
-    reason TEXT NOT NULL,
-    status INTEGER,
-    detail TEXT NOT NULL,
-    dead_at INTEGER NOT NULL
-);
--- Anonymous visitors' entries, keyed by visitor, until they identify (or expire).
-CREATE TABLE IF NOT EXISTS held (
-    seq INTEGER PRIMARY KEY AUTOINCREMENT,
-    message_id TEXT NOT NULL,
-    kind TEXT NOT NULL,
-    key TEXT NOT NULL,
-    event_type TEXT NOT NULL,
-    received_at INTEGER NOT NULL,
-    event_time INTEGER,
-    body BLOB NOT NULL
-);
-CREATE INDEX IF NOT EXISTS held_by_visitor ON held (key, seq);
-CREATE TABLE IF NOT EXISTS visitors (
-    visitor TEXT PRIMARY KEY,
-    contact BLOB NOT NULL,
-    at INTEGER NOT NULL
-) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS visitors_by_time ON visitors (at);
-"""
-
-_RECORD_COLS = "seq, message_id, kind, key, event_type, received_at, event_time, body, attempts"
-_EVENT_COLS = "message_id, kind, key, event_type, received_at, event_time, body"
-# Multi-row statements come in power-of-two sizes only: few distinct statements stay in
-# the statement cache, and n rows take at most log2(n) statements instead of n, which
-# matters because every statement hands the GIL back and forth between the writer
-# thread and the event loop. 256 rows x 7 variables stays far below SQLite's limit.
-_CHUNKS = (256, 128, 64, 32, 16, 8, 4, 2, 1)
 # How often expired messageIds are removed from the dedup table, and how many at a time
 # (a bounded delete keeps one prune from holding the writer for long).
 _PRUNE_EVERY_S = 60.0
 # A lease looks at most this many waiting entries for key heads.
 _LEASE_SCAN = 100_000
 _PRUNE_ROWS = 20_000
-
-
-def _chunks(n: int) -> list[tuple[int, int]]:
-    """Split n rows into (start, size) pieces of the sizes in _CHUNKS."""
-    out = []
-    start = 0
-    for size in _CHUNKS:
-        while n - start >= size:
-            out.append((start, size))
-            start += size
-    return out
-
-
-def _values(size: int, width: int) -> str:
-    row = "(" + ", ".join(["?"] * width) + ")"
-    return ", ".join([row] * size)
-
-
-_INSERT_EVENTS = {
-    size: f"INSERT INTO events ({_EVENT_COLS}) VALUES {_values(size, 7)}" for size in _CHUNKS
-}
-_INSERT_HELD = {
-    size: f"INSERT INTO held ({_EVENT_COLS}) VALUES {_values(size, 7)}" for size in _CHUNKS
-}
-_INSERT_SEEN = {
-    size: f"INSERT OR REPLACE INTO seen (message_id, at) VALUES {_values(size, 2)}"
-    for size in _CHUNKS
-}
-_LOOKUP_SEEN = {
-    size: f"SELECT message_id FROM seen WHERE at >= ? AND message_id IN ({', '.join('?' * size)})"
-    for size in _CHUNKS
-}
-
-
-def _record(row: Sequence[Any]) -> Record:
-    return Record(*row)
 
 
 class _Append:
@@ -206,7 +111,7 @@ class SqliteSpool(Spool):
         # power cut; NORMAL survives a process crash only.
         conn.execute(f"PRAGMA synchronous={self._sync}")
         conn.execute("PRAGMA busy_timeout=5000")
-        conn.executescript(SCHEMA)
+        conn.executescript(sql.SCHEMA)
         self._depth = conn.execute("SELECT count(*) FROM events").fetchone()[0]
         self._held = conn.execute("SELECT count(*) FROM held").fetchone()[0]
         self._conn = conn
@@ -244,6 +149,10 @@ class SqliteSpool(Spool):
                     conn.execute("ROLLBACK")
                 raise
             return result
+
+    async def _sql(self, fn: Callable[..., T], *args: Any) -> T:
+        """`_run` one of `sqlite_sql`'s transactions, which take the connection first."""
+        return await self._run(lambda: fn(self._conn, *args))
 
     async def _off_loop(self, fn: Callable[..., Any], *args: Any) -> None:
         fut = asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
@@ -357,12 +266,12 @@ class SqliteSpool(Spool):
                         e.event_time, e.body)  # fmt: skip
                 stored.append(True)
             results.append(stored)
-        for start, size in _chunks(len(claims) // 2):
-            conn.execute(_INSERT_SEEN[size], claims[start * 2 : (start + size) * 2])
-        for start, size in _chunks(len(rows) // 7):
-            conn.execute(_INSERT_EVENTS[size], rows[start * 7 : (start + size) * 7])
-        for start, size in _chunks(len(held) // 7):
-            conn.execute(_INSERT_HELD[size], held[start * 7 : (start + size) * 7])
+        for start, size in sql.chunks(len(claims) // 2):
+            conn.execute(sql.INSERT_SEEN[size], claims[start * 2 : (start + size) * 2])
+        for start, size in sql.chunks(len(rows) // 7):
+            conn.execute(sql.INSERT_EVENTS[size], rows[start * 7 : (start + size) * 7])
+        for start, size in sql.chunks(len(held) // 7):
+            conn.execute(sql.INSERT_HELD[size], held[start * 7 : (start + size) * 7])
         for job in group:
             if job.per_visitor is not None:
                 for visitor in {e.key for e in job.entries}:
@@ -380,8 +289,8 @@ class SqliteSpool(Spool):
         The cutoff comes from the group's newest request: a group spans milliseconds, far
         below any useful window."""
         known: set[str] = set()
-        for start, size in _chunks(len(ids)):
-            cur = conn.execute(_LOOKUP_SEEN[size], [cutoff, *ids[start : start + size]])
+        for start, size in sql.chunks(len(ids)):
+            cur = conn.execute(sql.LOOKUP_SEEN[size], [cutoff, *ids[start : start + size]])
             known.update(row[0] for row in cur)
         return known
 
@@ -425,14 +334,14 @@ class SqliteSpool(Spool):
         records = []
         for seq in chosen:
             leases[seq] = now + lease_ms
-        for start, size in _chunks(len(chosen)):
+        for start, size in sql.chunks(len(chosen)):
             part = chosen[start : start + size]
             records += conn.execute(
-                f"SELECT {_RECORD_COLS} FROM events WHERE seq IN ({', '.join('?' * size)})",
+                f"SELECT {sql.RECORD_COLS} FROM events WHERE seq IN ({', '.join('?' * size)})",
                 part,
             ).fetchall()
         records.sort(key=lambda r: r[0])
-        return [_record(row) for row in records]
+        return [sql.record(row) for row in records]
 
     async def reset_leases(self) -> int:
         # Leases are this process's own (see _lease_sync): what a dead forwarder held
@@ -455,13 +364,13 @@ class SqliteSpool(Spool):
         assert conn is not None
         conn.execute("BEGIN IMMEDIATE")  # committed by _run, off the event loop
         removed = 0
-        for start, size in _chunks(len(seqs)):
+        for start, size in sql.chunks(len(seqs)):
             part = seqs[start : start + size]
             marks = ", ".join("?" * size)
             if dead is not None:
                 conn.execute(
-                    f"INSERT OR REPLACE INTO dead ({_RECORD_COLS}, reason, status, detail,"
-                    f" dead_at) SELECT {_RECORD_COLS}, ?, ?, ?, ? FROM events"
+                    f"INSERT OR REPLACE INTO dead ({sql.RECORD_COLS}, reason, status, detail,"
+                    f" dead_at) SELECT {sql.RECORD_COLS}, ?, ?, ?, ? FROM events"
                     f" WHERE seq IN ({marks})",
                     [*dead, *part],
                 )
@@ -472,7 +381,7 @@ class SqliteSpool(Spool):
         def work() -> None:
             assert self._conn is not None
             self._conn.execute("BEGIN IMMEDIATE")
-            for start, size in _chunks(len(seqs)):
+            for start, size in sql.chunks(len(seqs)):
                 self._conn.execute(
                     "UPDATE events SET attempts = attempts + 1, not_before = ?"
                     f" WHERE seq IN ({', '.join('?' * size)})",
@@ -492,77 +401,21 @@ class SqliteSpool(Spool):
     # -- reading -------------------------------------------------------------------------
 
     async def pending(self, limit: int, after_seq: int = 0) -> list[Record]:
-        def work() -> list[Record]:
-            assert self._conn is not None
-            rows = self._conn.execute(
-                f"SELECT {_RECORD_COLS} FROM events WHERE seq > ? ORDER BY seq LIMIT ?",
-                (after_seq, limit),
-            ).fetchall()
-            return [_record(r) for r in rows]
-
-        return await self._run(work)
+        return await self._sql(sql.pending, after_seq, limit)
 
     async def dead_letters(self, limit: int) -> list[DeadLetter]:
-        def work() -> list[DeadLetter]:
-            assert self._conn is not None
-            rows = self._conn.execute(
-                f"SELECT {_RECORD_COLS}, reason, status, detail, dead_at FROM dead"
-                " ORDER BY seq LIMIT ?",
-                (limit,),
-            ).fetchall()
-            return [DeadLetter(_record(r[:9]), r[9], r[10], r[11], r[12]) for r in rows]
-
-        return await self._run(work)
-
-    @staticmethod
-    def _dead_filter(seqs: Sequence[int] | None, reason: str | None) -> tuple[str, list[Any]]:
-        clauses: list[str] = ["1"]
-        args: list[Any] = []
-        if seqs is not None:
-            clauses.append(f"seq IN ({', '.join('?' * len(seqs))})" if seqs else "0")
-            args += list(seqs)
-        if reason is not None:
-            clauses.append("reason = ?")
-            args.append(reason)
-        return " AND ".join(clauses), args
+        return await self._sql(sql.dead_letters, limit)
 
     async def replay(self, seqs: Sequence[int] | None = None, reason: str | None = None) -> int:
-        where, args = self._dead_filter(seqs, reason)
-
-        def work() -> int:
-            assert self._conn is not None
-            now = int(time.time() * 1000)
-            self._conn.execute("BEGIN IMMEDIATE")
-            moved = self._conn.execute(
-                f"INSERT INTO events ({_EVENT_COLS})"
-                " SELECT message_id, kind, key, event_type, ?, event_time, body"
-                f" FROM dead WHERE {where} ORDER BY seq",
-                [now, *args],
-            ).rowcount
-            self._conn.execute(f"DELETE FROM dead WHERE {where}", args)
-            return moved
-
-        moved = await self._run(work)
+        moved = await self._sql(sql.replay, seqs, reason, int(time.time() * 1000))
         self._depth += moved
         return moved
 
     async def purge(self, seqs: Sequence[int] | None = None, reason: str | None = None) -> int:
-        where, args = self._dead_filter(seqs, reason)
-
-        def work() -> int:
-            assert self._conn is not None
-            self._conn.execute("BEGIN IMMEDIATE")
-            return self._conn.execute(f"DELETE FROM dead WHERE {where}", args).rowcount
-
-        return await self._run(work)
+        return await self._sql(sql.purge, seqs, reason)
 
     async def dead_counts(self) -> dict[str, int]:
-        def work() -> dict[str, int]:
-            assert self._conn is not None
-            rows = self._conn.execute("SELECT reason, count(*) FROM dead GROUP BY reason")
-            return {reason: count for reason, count in rows}
-
-        return await self._run(work)
+        return await self._sql(sql.dead_counts)
 
     async def stats(self) -> SpoolStats:
         def work() -> SpoolStats:
@@ -593,16 +446,7 @@ class SqliteSpool(Spool):
     # -- anonymous visitors ----------------------------------------------------------------
 
     async def held(self, visitor: str) -> list[Record]:
-        def work() -> list[Record]:
-            assert self._conn is not None
-            rows = self._conn.execute(
-                "SELECT seq, message_id, kind, key, event_type, received_at, event_time, body, 0"
-                " FROM held WHERE key = ? ORDER BY seq",
-                (visitor,),
-            ).fetchall()
-            return [_record(r) for r in rows]
-
-        return await self._run(work)
+        return await self._sql(sql.held, visitor)
 
     async def identify(
         self,
@@ -612,66 +456,14 @@ class SqliteSpool(Spool):
         release: Sequence[int] = (),
         entries: Sequence[EntryLike] = (),
     ) -> None:
-        def work() -> int:
-            conn = self._conn
-            assert conn is not None
-            conn.execute("BEGIN IMMEDIATE")  # committed by _run, off the event loop
-            conn.execute(
-                "INSERT OR REPLACE INTO visitors (visitor, contact, at) VALUES (?, ?, ?)",
-                (visitor, contact, now),
-            )
-            released = 0
-            for start, size in _chunks(len(release)):
-                released += conn.execute(
-                    f"DELETE FROM held WHERE seq IN ({', '.join('?' * size)})",
-                    list(release[start : start + size]),
-                ).rowcount
-            rows = [
-                (e.message_id, e.kind, e.key, e.event_type, now, e.event_time, e.body)
-                for e in entries
-            ]
-            conn.executemany(
-                f"INSERT INTO events ({_EVENT_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?)", rows
-            )
-            return released
-
-        released = await self._run(work)
+        released = await self._sql(sql.identify, visitor, contact, now, release, entries)
         self._held -= released
         self._depth += len(entries)
 
     async def contact_of(self, visitor: str, since: int) -> bytes | None:
-        def work() -> bytes | None:
-            assert self._conn is not None
-            row = self._conn.execute(
-                "SELECT contact FROM visitors WHERE visitor = ? AND at >= ?", (visitor, since)
-            ).fetchone()
-            return None if row is None else bytes(row[0])
-
-        return await self._run(work)
+        return await self._sql(sql.contact_of, visitor, since)
 
     async def expire_held(self, held_before: int, visitors_before: int) -> int:
-        def work() -> int:
-            conn = self._conn
-            assert conn is not None
-            conn.execute("BEGIN IMMEDIATE")
-            # Held entries are in arrival order, so the expired ones are a prefix: walk it
-            # (bounded, like the dedup prune) instead of scanning the whole table.
-            oldest = conn.execute(
-                "SELECT seq, received_at FROM held ORDER BY seq LIMIT ?", (_PRUNE_ROWS,)
-            ).fetchall()
-            last = None
-            for seq, received_at in oldest:
-                if received_at >= held_before:
-                    break
-                last = seq
-            expired = 0
-            if last is not None:
-                expired = conn.execute(
-                    "DELETE FROM held WHERE seq <= ? AND received_at < ?", (last, held_before)
-                ).rowcount
-            conn.execute("DELETE FROM visitors WHERE at < ?", (visitors_before,))
-            return expired
-
-        expired = await self._run(work)
+        expired = await self._sql(sql.expire_held, held_before, visitors_before)
         self._held -= expired
         return expired

@@ -1,0 +1,237 @@
+"""The SQL of the SQLite spool: its schema, its statements, and the transactions that need
+nothing of the spool's state (operators' dead-letter commands, anonymous visitors).
+
+Each transaction takes the connection first and is run by `SqliteSpool._sql`, which holds
+the connection and commits what the function began (off the event loop).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Sequence
+from typing import Any
+
+from .base import DeadLetter, EntryLike, Record
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS events (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,  -- never reused: a stale ack cannot hit a new row
+    message_id TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    key TEXT NOT NULL,
+    event_type TEXT NOT NULL,
+    received_at INTEGER NOT NULL,
+    event_time INTEGER,
+    body BLOB NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    not_before INTEGER NOT NULL DEFAULT 0  -- leases are kept in memory, see _lease_sync
+);
+CREATE TABLE IF NOT EXISTS seen (
+    message_id TEXT PRIMARY KEY,
+    at INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS seen_by_time ON seen (at);
+CREATE TABLE IF NOT EXISTS dead (
+    seq INTEGER PRIMARY KEY,
+    message_id TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    key TEXT NOT NULL,
+    event_type TEXT NOT NULL,
+    received_at INTEGER NOT NULL,
+    event_time INTEGER,
+    body BLOB NOT NULL,
+    attempts INTEGER NOT NULL,
+    reason TEXT NOT NULL,
+    status INTEGER,
+    detail TEXT NOT NULL,
+    dead_at INTEGER NOT NULL
+);
+-- Anonymous visitors' entries, keyed by visitor, until they identify (or expire).
+CREATE TABLE IF NOT EXISTS held (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    message_id TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    key TEXT NOT NULL,
+    event_type TEXT NOT NULL,
+    received_at INTEGER NOT NULL,
+    event_time INTEGER,
+    body BLOB NOT NULL
+);
+CREATE INDEX IF NOT EXISTS held_by_visitor ON held (key, seq);
+CREATE TABLE IF NOT EXISTS visitors (
+    visitor TEXT PRIMARY KEY,
+    contact BLOB NOT NULL,
+    at INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS visitors_by_time ON visitors (at);
+"""
+
+RECORD_COLS = "seq, message_id, kind, key, event_type, received_at, event_time, body, attempts"
+EVENT_COLS = "message_id, kind, key, event_type, received_at, event_time, body"
+# Multi-row statements come in power-of-two sizes only: few distinct statements stay in
+# the statement cache, and n rows take at most log2(n) statements instead of n, which
+# matters because every statement hands the GIL back and forth between the writer
+# thread and the event loop. 256 rows x 7 variables stays far below SQLite's limit.
+CHUNKS = (256, 128, 64, 32, 16, 8, 4, 2, 1)
+
+
+def chunks(n: int) -> list[tuple[int, int]]:
+    """Split n rows into (start, size) pieces of the sizes in CHUNKS."""
+    out = []
+    start = 0
+    for size in CHUNKS:
+        while n - start >= size:
+            out.append((start, size))
+            start += size
+    return out
+
+
+def values_sql(size: int, width: int) -> str:
+    row = "(" + ", ".join(["?"] * width) + ")"
+    return ", ".join([row] * size)
+
+
+INSERT_EVENTS = {
+    size: f"INSERT INTO events ({EVENT_COLS}) VALUES {values_sql(size, 7)}" for size in CHUNKS
+}
+INSERT_HELD = {
+    size: f"INSERT INTO held ({EVENT_COLS}) VALUES {values_sql(size, 7)}" for size in CHUNKS
+}
+INSERT_SEEN = {
+    size: f"INSERT OR REPLACE INTO seen (message_id, at) VALUES {values_sql(size, 2)}"
+    for size in CHUNKS
+}
+LOOKUP_SEEN = {
+    size: f"SELECT message_id FROM seen WHERE at >= ? AND message_id IN ({', '.join('?' * size)})"
+    for size in CHUNKS
+}
+
+
+def record(row: Sequence[Any]) -> Record:
+    return Record(*row)
+
+
+# -- reading and dead letters -------------------------------------------------------------
+
+
+def pending(conn: sqlite3.Connection, after_seq: int, limit: int) -> list[Record]:
+    rows = conn.execute(
+        f"SELECT {RECORD_COLS} FROM events WHERE seq > ? ORDER BY seq LIMIT ?", (after_seq, limit)
+    ).fetchall()
+    return [record(r) for r in rows]
+
+
+def dead_letters(conn: sqlite3.Connection, limit: int) -> list[DeadLetter]:
+    rows = conn.execute(
+        f"SELECT {RECORD_COLS}, reason, status, detail, dead_at FROM dead ORDER BY seq LIMIT ?",
+        (limit,),
+    ).fetchall()
+    return [DeadLetter(record(r[:9]), r[9], r[10], r[11], r[12]) for r in rows]
+
+
+def _dead_filter(seqs: Sequence[int] | None, reason: str | None) -> tuple[str, list[Any]]:
+    clauses: list[str] = ["1"]
+    args: list[Any] = []
+    if seqs is not None:
+        clauses.append(f"seq IN ({', '.join('?' * len(seqs))})" if seqs else "0")
+        args += list(seqs)
+    if reason is not None:
+        clauses.append("reason = ?")
+        args.append(reason)
+    return " AND ".join(clauses), args
+
+
+def replay(
+    conn: sqlite3.Connection, seqs: Sequence[int] | None, reason: str | None, now: int
+) -> int:
+    where, args = _dead_filter(seqs, reason)
+    conn.execute("BEGIN IMMEDIATE")
+    moved: int = conn.execute(
+        f"INSERT INTO events ({EVENT_COLS})"
+        " SELECT message_id, kind, key, event_type, ?, event_time, body"
+        f" FROM dead WHERE {where} ORDER BY seq",
+        [now, *args],
+    ).rowcount
+    conn.execute(f"DELETE FROM dead WHERE {where}", args)
+    return moved
+
+
+def purge(conn: sqlite3.Connection, seqs: Sequence[int] | None, reason: str | None) -> int:
+    where, args = _dead_filter(seqs, reason)
+    conn.execute("BEGIN IMMEDIATE")
+    purged: int = conn.execute(f"DELETE FROM dead WHERE {where}", args).rowcount
+    return purged
+
+
+def dead_counts(conn: sqlite3.Connection) -> dict[str, int]:
+    rows = conn.execute("SELECT reason, count(*) FROM dead GROUP BY reason")
+    return {reason: count for reason, count in rows}
+
+
+# -- anonymous visitors -----------------------------------------------------------------------
+
+
+def held(conn: sqlite3.Connection, visitor: str) -> list[Record]:
+    rows = conn.execute(
+        "SELECT seq, message_id, kind, key, event_type, received_at, event_time, body, 0"
+        " FROM held WHERE key = ? ORDER BY seq",
+        (visitor,),
+    ).fetchall()
+    return [record(r) for r in rows]
+
+
+def identify(
+    conn: sqlite3.Connection,
+    visitor: str,
+    contact: bytes,
+    now: int,
+    release: Sequence[int],
+    entries: Sequence[EntryLike],
+) -> int:
+    """Remember who the visitor is, delete the released held entries and append what they
+    became, in one transaction; return how many held entries were deleted."""
+    conn.execute("BEGIN IMMEDIATE")
+    conn.execute(
+        "INSERT OR REPLACE INTO visitors (visitor, contact, at) VALUES (?, ?, ?)",
+        (visitor, contact, now),
+    )
+    released = 0
+    for start, size in chunks(len(release)):
+        released += conn.execute(
+            f"DELETE FROM held WHERE seq IN ({', '.join('?' * size)})",
+            list(release[start : start + size]),
+        ).rowcount
+    rows = [(e.message_id, e.kind, e.key, e.event_type, now, e.event_time, e.body) for e in entries]
+    conn.executemany(f"INSERT INTO events ({EVENT_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?)", rows)
+    return released
+
+
+def contact_of(conn: sqlite3.Connection, visitor: str, since: int) -> bytes | None:
+    row = conn.execute(
+        "SELECT contact FROM visitors WHERE visitor = ? AND at >= ?", (visitor, since)
+    ).fetchone()
+    return None if row is None else bytes(row[0])
+
+
+def expire_held(
+    conn: sqlite3.Connection, held_before: int, visitors_before: int, scan: int = 20_000
+) -> int:
+    """Delete held entries received before `held_before` (at most `scan` per call) and
+    visitors identified before `visitors_before`; return how many held entries went."""
+    conn.execute("BEGIN IMMEDIATE")
+    # Held entries are in arrival order, so the expired ones are a prefix: walk it (bounded,
+    # like the dedup prune) instead of scanning the whole table.
+    oldest = conn.execute("SELECT seq, received_at FROM held ORDER BY seq LIMIT ?", (scan,))
+    last = None
+    for seq, received_at in oldest:
+        if received_at >= held_before:
+            break
+        last = seq
+    oldest.close()
+    expired = 0
+    if last is not None:
+        expired = conn.execute(
+            "DELETE FROM held WHERE seq <= ? AND received_at < ?", (last, held_before)
+        ).rowcount
+    conn.execute("DELETE FROM visitors WHERE at < ?", (visitors_before,))
+    return expired
