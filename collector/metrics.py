@@ -2,7 +2,39 @@
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from bisect import bisect_left
+from collections.abc import Iterator
+
+from prometheus_client import CollectorRegistry, Counter, Gauge
+from prometheus_client.core import HistogramMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+
+class FastHistogram(Collector):
+    """A histogram for the ingest hot path: `observe` is a bisect and two additions, about
+    a tenth of prometheus_client's (which takes a lock and walks every bucket); the
+    registry reads it at scrape time. One event loop updates it, so it needs no lock."""
+
+    def __init__(self, name: str, documentation: str, buckets: tuple[float, ...]) -> None:
+        self.name = name
+        self.documentation = documentation
+        self.bounds = buckets
+        self.counts = [0] * (len(buckets) + 1)  # the last: above every bound (+Inf)
+        self.sum = 0.0
+
+    def observe(self, value: float) -> None:
+        self.counts[bisect_left(self.bounds, value)] += 1
+        self.sum += value
+
+    def collect(self) -> Iterator[Metric]:
+        cumulative = []
+        total = 0
+        for bound, count in zip((*self.bounds, float("inf")), self.counts, strict=True):
+            total += count
+            cumulative.append(("+Inf" if bound == float("inf") else repr(bound), total))
+        yield HistogramMetricFamily(
+            self.name, self.documentation, buckets=cumulative, sum_value=self.sum
+        )
 
 
 class Metrics:
@@ -78,9 +110,9 @@ class Metrics:
         self.identified = Counter(
             "identified_visitors", "identify calls from browsers that named a contact.", registry=r
         )
-        self.commit_seconds = Histogram(
+        self.commit_seconds = FastHistogram(
             "spool_append_seconds",
             "Time from handing events to the spool to their commit.",
-            buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0),
-            registry=r,
+            (0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0),
         )
+        r.register(self.commit_seconds)
