@@ -80,6 +80,9 @@ def serve(
         access_log=False,  # one log line per event request would cost more than the request
         server_header=False,
         http=CorkedHttpToolsProtocol,  # one write per response (see server.py)
+        # Nothing here reads the client's address or scheme (origins are checked by their
+        # Host, the access log is off), so X-Forwarded-* parsing would be work for nothing.
+        proxy_headers=False,
         timeout_graceful_shutdown=10,
     )
 
