@@ -348,7 +348,7 @@ class Web:
                 identity = self._identity(raw, errors)
                 if identity is not None:
                     await flush()
-                    await self._identify(key, identity, now)
+                    await self._identify(key, identity, now, known=identity == contact)
                     contact = identity
                     accepted += 1
                     continue
@@ -430,9 +430,18 @@ class Web:
             return None
         return {k: v for k, v in given.items() if v is not None}
 
-    async def _identify(self, key: str, contact: dict[str, Any], now: int) -> None:
-        """Remember who the visitor is; deliver what was held, in order, with the contact."""
+    async def _identify(
+        self, key: str, contact: dict[str, Any], now: int, known: bool = False
+    ) -> None:
+        """Remember who the visitor is; deliver what was held, in order, with the contact.
+
+        `known`: the visitor is already remembered as this contact. Pages of logged-in
+        visitors identify on every load; with nothing held there is nothing to write then
+        (the visitor stays remembered from the first identify, `COLLECTOR_VISITOR_TTL`)."""
         held = await self.spool.held(key)
+        self.metrics.identified.inc()
+        if known and not held:
+            return
         entries: list[Normalized] = []
         invalid = 0
         for record in held:
@@ -450,7 +459,6 @@ class Web:
                 )
         seqs = [r.seq for r in held]
         await self.spool.identify(key, orjson.dumps(contact), now, seqs, entries)
-        self.metrics.identified.inc()
         if entries:
             self.metrics.anonymous_released.inc(len(entries))
             if self._on_append is not None:

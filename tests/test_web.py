@@ -272,3 +272,26 @@ async def test_held_events_reach_yespo_after_identify_with_the_contact_in_order(
         f'{{"location":"https://shop.example/{i}"}}' for i in range(4)
     ]
     assert all(params(b)["email"] == "f@example.com" for b in bodies)
+
+
+async def test_identifying_again_as_the_same_contact_writes_nothing(
+    web: Running, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await send(web, [page("https://shop.example/", "m1"), identify("g@example.com")])
+    writes = []
+    real = spool(web).identify
+
+    async def counted(*args: Any, **kwargs: Any) -> None:
+        writes.append(args[0])
+        await real(*args, **kwargs)
+
+    monkeypatch.setattr(spool(web), "identify", counted)
+    # Every page of a logged-in visitor identifies: no transaction (and fsync) for it...
+    for n in range(3):
+        status, reply, _ = await send(web, [identify("g@example.com", f"id-{n}")])
+        assert (status, reply["accepted"]) == (200, 1)
+    assert writes == []
+    # ...but a different contact is remembered, and later events go with it.
+    await send(web, [identify("h@example.com", "id-h"), page("https://shop.example/2", "m2")])
+    assert writes == ["visitor:" + VISITOR]
+    assert [b["keyValue"] for b in await queued(web)] == ["g@example.com", "h@example.com"]
