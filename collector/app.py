@@ -25,7 +25,8 @@ from .forward import DryRunSink, Forwarder, RetryPolicy, Sink
 from .ingest import Ingest, json_response, spool_error_body
 from .metrics import Metrics
 from .spool import Spool, open_spool
-from .web import Web, sweep_forever
+from .visitors import sweep_forever
+from .web import Web
 from .yespo import YespoClient
 
 log = logging.getLogger("collector")

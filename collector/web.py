@@ -5,45 +5,32 @@ as JSON or ``text/plain`` (a "simple" request: no CORS preflight, and what `send
 sends). Site keys are public, so each is tied to the origins allowed to use it, and CORS
 is answered for those origins only.
 
-Anonymous visitors: Yespo drops events that name no contact, but most visitors identify
-only at login or checkout. An event of a visitor nobody has identified is checked like
-any other (with a stand-in contact) and held in the spool under its visitor id. An
-``identify`` event names the contact: the visitor's held events become Yespo events with
-that contact, in their original order, in the same transaction that records who the
-visitor is; later events of the visitor get the contact attached here. Held events that
-outlive `anonymous_max_age_s`, or pass `anonymous_max_events` per visitor, are dropped
-and counted in the metrics.
-
-One request is one visitor, and a visitor's requests are handled one at a time (a lock
-per visitor), so an event being held cannot slip past the `identify` of another tab.
+One request is one visitor: `anonymousId` from the body, else the first-party cookie,
+else a new one; the reply sets or refreshes the cookie. What becomes of the events of a
+visitor who has not identified yet is `collector.visitors`' business.
 """
 
 from __future__ import annotations
 
-import asyncio
 import gzip
 import hashlib
 import logging
 import re
-import time
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 
 from .config import Settings
-from .contact import identity_problem, key_value, normalize_contact
-from .errors import BadRequest, FieldError, Forbidden, PayloadTooLarge, RequestError, SpoolError
-from .ingest import Counters, id_factory, json_response, parse_json, read_body, rules_from
+from .errors import BadRequest, Forbidden, PayloadTooLarge, RequestError
+from .ingest import Counters, id_factory, json_response, parse_json, read_body
 from .metrics import Metrics
-from .normalize import Normalized, normalize_event
 from .spool import Spool
+from .visitors import Visitors
 
 log = logging.getLogger("collector.web")
 
@@ -57,11 +44,6 @@ _ANONYMOUS_ID = re.compile(r"[A-Za-z0-9_.-]{8,100}")
 COOKIE_MAX_AGE_S = 365 * 24 * 3600
 # Browsers cache a CORS preflight answer this long.
 PREFLIGHT_MAX_AGE_S = 86400
-# How often held events and remembered visitors are aged out.
-SWEEP_EVERY_S = 60.0
-# An anonymous event is checked with this contact in place of the one it will get.
-_STAND_IN_CONTACT = {"email": "anonymous@collector.invalid"}
-_IDENTIFY = "identify"
 _BODY_KEYS = frozenset({"siteKey", "anonymousId", "batch", "v", "sentAt"})
 
 
@@ -92,23 +74,6 @@ class Asset:
             headers["Content-Encoding"] = "gzip"
             return Response(self.gzipped, media_type=self.media_type, headers=headers)
         return Response(self.body, media_type=self.media_type, headers=headers)
-
-
-@dataclass(frozen=True, slots=True)
-class Held:
-    """An anonymous visitor's event as the spool holds it: the inbound event, contact-less."""
-
-    message_id: str
-    client_id: bool
-    kind: str
-    key: str
-    event_type: str
-    event_time: int | None
-    body: bytes
-
-
-def visitor_key(anonymous_id: str) -> str:
-    return f"visitor:{anonymous_id}"
 
 
 def request_origin(request: Request) -> str | None:
@@ -147,15 +112,13 @@ class Web:
         self.settings = settings
         self.spool = spool
         self.metrics = metrics
-        self._on_append = on_append
-        self.rules = rules_from(settings)
         self.sites = settings.site_origins()
         self._new_id = id_factory()
-        self._locks: dict[str, tuple[asyncio.Lock, int]] = {}
         self.static_dir = Path(settings.static_dir) if settings.static_dir else find_static_dir()
         self.script = self._load_script()
         self.demo = self._load_demo() if settings.demo else {}
         self._counters = Counters(metrics, "web")
+        self.visitors = Visitors(settings, spool, metrics, self._counters, on_append)
 
     def flush_counters(self) -> None:
         self._counters.flush()
@@ -252,8 +215,7 @@ class Web:
             allowed = origin
             anonymous_id = given_id or self._cookie_id(request) or self._new_visitor_id()
             self._counters.received += len(batch)
-            async with self._visitor(anonymous_id):
-                reply = await self._take(batch, anonymous_id)
+            reply = await self.visitors.take(batch, anonymous_id)
         except RequestError as exc:
             self.metrics.refused_requests.labels("web", str(exc.status_code)).inc()
             return json_response({"error": exc.message}, exc.status_code, self._cors(allowed))
@@ -296,194 +258,3 @@ class Web:
 
     def _new_visitor_id(self) -> str:
         return hashlib.sha256(self._new_id().encode()).hexdigest()[:32]
-
-    @asynccontextmanager
-    async def _visitor(self, anonymous_id: str) -> AsyncIterator[None]:
-        """One request of a visitor at a time; the lock is dropped when nobody waits."""
-        lock, users = self._locks.get(anonymous_id) or (asyncio.Lock(), 0)
-        self._locks[anonymous_id] = (lock, users + 1)
-        try:
-            async with lock:
-                yield
-        finally:
-            lock, users = self._locks[anonymous_id]
-            if users == 1:
-                del self._locks[anonymous_id]
-            else:
-                self._locks[anonymous_id] = (lock, users - 1)
-
-    async def _take(self, batch: list[Any], anonymous_id: str) -> dict[str, Any]:
-        """Hold, deliver or identify each event in order; the reply body."""
-        s = self.settings
-        now = int(time.time() * 1000)
-        key = visitor_key(anonymous_id)
-        found = await self.spool.contact_of(key, now - s.visitor_ttl_s * 1000)
-        contact: dict[str, Any] | None = None if found is None else orjson.loads(found)
-        to_hold: list[Held] = []
-        to_append: list[Normalized] = []
-        accepted = duplicates = held = 0
-        rejected: list[dict[str, Any]] = []
-
-        async def flush() -> None:
-            nonlocal duplicates, held
-            if to_hold:
-                stored, dropped = await self.spool.hold(to_hold, now, s.anonymous_max_events)
-                held += sum(stored)
-                duplicates += len(stored) - sum(stored)
-                if dropped:
-                    self.metrics.anonymous_expired.labels("count").inc(dropped)
-                to_hold.clear()
-            if to_append:
-                stored = await self.spool.append(to_append, now)
-                duplicates += len(stored) - sum(stored)
-                if self._on_append is not None:
-                    self._on_append()
-                to_append.clear()
-
-        for index, raw in enumerate(batch):
-            errors: list[FieldError] = []
-            if isinstance(raw, dict) and raw.get("anonymousId", anonymous_id) != anonymous_id:
-                errors.append(FieldError("anonymousId", "differs from the request's visitor"))
-            elif isinstance(raw, dict) and raw.get("type") == _IDENTIFY:
-                identity = self._identity(raw, errors)
-                if identity is not None:
-                    await flush()
-                    await self._identify(key, identity, now, known=identity == contact)
-                    contact = identity
-                    accepted += 1
-                    continue
-            else:
-                event = self._with_defaults(raw, now)
-                if contact is not None or (isinstance(raw, dict) and raw.get("contact")):
-                    if contact is not None and not event.get("contact"):
-                        event["contact"] = contact
-                    out = normalize_event(event, self.rules, self._new_id)
-                    if isinstance(out, Normalized):
-                        to_append.append(out)
-                        accepted += 1
-                        continue
-                else:
-                    hold = self._checked_anonymous(event, key)
-                    if isinstance(hold, Held):
-                        to_hold.append(hold)
-                        accepted += 1
-                        continue
-                    out = hold
-                errors = out
-            item: dict[str, Any] = {"index": index}
-            if isinstance(raw, dict) and isinstance(raw.get("messageId"), str):
-                item["messageId"] = raw["messageId"]
-            item["errors"] = [e.as_dict() for e in errors]
-            rejected.append(item)
-        await flush()
-        counters = self._counters
-        counters.accepted += accepted - duplicates
-        counters.duplicates += duplicates
-        counters.rejected += len(rejected)
-        return {
-            "accepted": accepted,
-            "duplicates": duplicates,
-            "held": held,
-            "rejected": rejected,
-            "anonymousId": anonymous_id,
-        }
-
-    def _with_defaults(self, raw: Any, now: int) -> Any:
-        """The event with a messageId and timestamp of its own, so a held event keeps both."""
-        if not isinstance(raw, dict):
-            return raw
-        event = dict(raw)
-        event.pop("anonymousId", None)
-        if event.get("messageId") is None:
-            event["messageId"] = self._new_id()
-        if event.get("timestamp") is None:
-            event["timestamp"] = now
-        return event
-
-    def _checked_anonymous(self, event: Any, key: str) -> Held | list[FieldError]:
-        """Check an anonymous event as if it named a contact; what the spool holds of it."""
-        if not isinstance(event, dict):
-            out = normalize_event(event, self.rules, self._new_id)
-            assert not isinstance(out, Normalized)
-            return out
-        out = normalize_event({**event, "contact": _STAND_IN_CONTACT}, self.rules, self._new_id)
-        if not isinstance(out, Normalized):
-            return out
-        event.pop("contact", None)
-        body = orjson.dumps(event)
-        return Held(out.message_id, True, "held", key, out.event_type, out.event_time, body)
-
-    def _identity(self, raw: dict[str, Any], errors: list[FieldError]) -> dict[str, Any] | None:
-        """The contact an identify event names, if Yespo can find a contact by it."""
-        given = raw.get("contact")
-        if not isinstance(given, dict) or not given:
-            errors.append(FieldError("contact", "identify needs a contact: email, phone, ..."))
-            return None
-        contact = normalize_contact(given, errors)
-        if errors:
-            return None
-        problem = identity_problem(contact, False, self.rules.identifying)
-        if problem is None and key_value(contact, self.rules.key_value_order) is None:
-            problem = f"has none of the keyValue fields ({', '.join(self.rules.key_value_order)})"
-        if problem is not None:
-            errors.append(FieldError("contact", problem))
-            return None
-        return {k: v for k, v in given.items() if v is not None}
-
-    async def _identify(
-        self, key: str, contact: dict[str, Any], now: int, known: bool = False
-    ) -> None:
-        """Remember who the visitor is; deliver what was held, in order, with the contact.
-
-        `known`: the visitor is already remembered as this contact. Pages of logged-in
-        visitors identify on every load; with nothing held there is nothing to write then
-        (the visitor stays remembered from the first identify, `COLLECTOR_VISITOR_TTL`)."""
-        held = await self.spool.held(key)
-        self.metrics.identified.inc()
-        if known and not held:
-            return
-        entries: list[Normalized] = []
-        invalid = 0
-        for record in held:
-            event = orjson.loads(record.body)
-            event["contact"] = contact
-            out = normalize_event(event, self.rules, self._new_id)
-            if isinstance(out, Normalized):
-                entries.append(out)
-            else:
-                invalid += 1
-                log.warning(
-                    "held event %s is not valid with the contact given and is dropped: %s",
-                    record.message_id,
-                    "; ".join(f"{e.field}: {e.message}" for e in out),
-                )
-        seqs = [r.seq for r in held]
-        await self.spool.identify(key, orjson.dumps(contact), now, seqs, entries)
-        if entries:
-            self.metrics.anonymous_released.inc(len(entries))
-            if self._on_append is not None:
-                self._on_append()
-        if invalid:
-            self.metrics.anonymous_expired.labels("invalid").inc(invalid)
-
-
-async def sweep_held(settings: Settings, spool: Spool, metrics: Metrics) -> int:
-    """Age out held events and remembered visitors; count and return what expired."""
-    now = int(time.time() * 1000)
-    expired = await spool.expire_held(
-        now - settings.anonymous_max_age_s * 1000, now - settings.visitor_ttl_s * 1000
-    )
-    if expired:
-        metrics.anonymous_expired.labels("age").inc(expired)
-        log.info("%d anonymous events expired: their visitors did not identify in time", expired)
-    return expired
-
-
-async def sweep_forever(settings: Settings, spool: Spool, metrics: Metrics) -> None:
-    while True:
-        await asyncio.sleep(SWEEP_EVERY_S)
-        try:
-            await sweep_held(settings, spool, metrics)
-        except SpoolError as exc:
-            metrics.errors.labels("spool").inc()
-            log.warning("could not age out held events: %s", exc)

@@ -14,7 +14,7 @@ import pytest
 
 from collector.spool import Spool
 from collector.standin import StandIn
-from collector.web import sweep_held
+from collector.visitors import sweep_held
 
 from .conftest import Running, make_settings, running
 
