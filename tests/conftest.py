@@ -27,6 +27,7 @@ from collector.config import Settings
 from collector.server import CorkedHttpToolsProtocol
 
 API_KEY = "test-key"
+YESPO_KEY = "yespo-key"  # the key the Yespo stand-in takes in tests
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -90,6 +91,21 @@ def make_settings(tmp_path: Path, **overrides: Any) -> Settings:
     ingest tests can look at what the spool holds."""
     base = Settings(api_keys=(API_KEY,), spool_url=f"sqlite:///{tmp_path}/spool.db", forward=False)
     return dataclasses.replace(base, **overrides)
+
+
+def delivering(tmp_path: Path, yespo_url: str, **overrides: Any) -> Settings:
+    """Test settings that deliver to a Yespo stand-in at `yespo_url`: no rate ceiling,
+    short timeouts, retries within a second."""
+    values: dict[str, Any] = {
+        "forward": True,
+        "yespo_api_url": yespo_url,
+        "yespo_api_key": YESPO_KEY,
+        "yespo_max_rps": 0,
+        "yespo_timeout_s": 2,
+        "retry_base_ms": 50,
+        "retry_max_delay_s": 1,
+    }
+    return make_settings(tmp_path, **{**values, **overrides})
 
 
 @asynccontextmanager

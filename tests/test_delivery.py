@@ -19,28 +19,17 @@ from collector.spool import Spool
 from collector.standin import StandIn
 from collector.standin_faults import Faults, RejectIf
 
-from .conftest import Running, make_settings, running
-
-YESPO_KEY = "yespo-key"
+from .conftest import YESPO_KEY, Running, delivering, make_settings, running
 
 
 @asynccontextmanager
 async def pipeline(tmp_path: Path, **overrides: Any) -> AsyncIterator[tuple[Running, StandIn]]:
-    async with StandIn(api_key=YESPO_KEY) as standin:
-        settings = make_settings(
-            tmp_path,
-            forward=True,
-            yespo_api_url=standin.url,
-            yespo_api_key=YESPO_KEY,
-            yespo_max_rps=0,
-            yespo_timeout_s=2,
-            retry_base_ms=50,
-            retry_max_delay_s=1,
-            **overrides,
-        )
-        async with running(settings) as c:
-            forwarder(c).probe_ms = (100, 400)
-            yield c, standin
+    async with (
+        StandIn(api_key=YESPO_KEY) as standin,
+        running(delivering(tmp_path, standin.url, **overrides)) as c,
+    ):
+        forwarder(c).probe_ms = (100, 400)
+        yield c, standin
 
 
 def forwarder(c: Running) -> Forwarder:

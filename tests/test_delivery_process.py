@@ -16,9 +16,8 @@ import orjson
 from collector.standin import StandIn
 from collector.standin_faults import Faults
 
-from .conftest import API_KEY, Process, free_port
+from .conftest import API_KEY, YESPO_KEY, Process, free_port
 
-YESPO_KEY = "yespo-key"
 EVENTS = 300
 
 

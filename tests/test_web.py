@@ -16,7 +16,7 @@ from collector.spool import Spool
 from collector.standin import StandIn
 from collector.visitors import sweep_held
 
-from .conftest import Running, make_settings, running
+from .conftest import YESPO_KEY, Running, delivering, make_settings, running
 
 SHOP = "https://shop.example"
 SITE = "site-1"
@@ -256,11 +256,8 @@ async def test_the_demo_shop_is_served_with_the_configured_paths(tmp_path: Path)
 async def test_held_events_reach_yespo_after_identify_with_the_contact_in_order(
     tmp_path: Path,
 ) -> None:
-    async with StandIn(api_key="yespo-key") as yespo:
-        settings = make_settings(
-            tmp_path, site_keys={SITE: (SHOP,)}, forward=True, yespo_api_url=yespo.url,
-            yespo_api_key="yespo-key", yespo_max_rps=0,
-        )  # fmt: skip
+    async with StandIn(api_key=YESPO_KEY) as yespo:
+        settings = delivering(tmp_path, yespo.url, site_keys={SITE: (SHOP,)})
         async with running(settings) as c:
             await send(c, [page(f"https://shop.example/{i}", f"m{i}") for i in range(3)])
             await asyncio.sleep(0.3)

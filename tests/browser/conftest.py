@@ -33,7 +33,7 @@ from collector.app import create_app
 from collector.config import Settings
 from collector.standin import StandIn
 
-from ..conftest import ROOT, Running, make_settings, serve
+from ..conftest import ROOT, YESPO_KEY, Running, delivering, make_settings, serve
 
 CHROMIUM = Path("/usr/bin/chromium")
 # Debian's build, headless; nothing that phones home or slows a container down.
@@ -49,7 +49,6 @@ CHROMIUM_ARGS = [
 ]
 HAVE_CHROMIUM = CHROMIUM.exists()
 STATIC = ROOT / "static"
-YESPO_KEY = "yespo-key"
 WEB_PATH = "/lib/y"  # Settings' default
 # Bounds on one wait in a browser test: every step is local, so seconds are plenty.
 STEP_TIMEOUT_MS = 10_000
@@ -154,17 +153,7 @@ async def pipeline(tmp_path: Path, **overrides: Any) -> AsyncIterator[tuple[Runn
 
 def forwarding(tmp_path: Path, standin: StandIn, **overrides: Any) -> Settings:
     """Demo settings that deliver to the stand-in, quickly retried."""
-    return demo_settings(
-        tmp_path,
-        forward=True,
-        yespo_api_url=standin.url,
-        yespo_api_key=YESPO_KEY,
-        yespo_max_rps=0,
-        yespo_timeout_s=2,
-        retry_base_ms=50,
-        retry_max_delay_s=1,
-        **overrides,
-    )
+    return delivering(tmp_path, standin.url, demo=True, **overrides)
 
 
 # -- pages -------------------------------------------------------------------------------
