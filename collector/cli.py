@@ -65,13 +65,13 @@ def serve(
     import uvicorn
 
     from .app import create_app
-    from .server import CorkedHttpToolsProtocol, tune_gc
+    from .server import CorkedHttpToolsProtocol, tune_runtime
 
     settings = load_settings(
         host=host, port=port, spool_url=spool_url, log_level=log_level, forward=forward
     )
     app = create_app(settings)
-    tune_gc()
+    tune_runtime()
     uvicorn.run(
         app,
         host=settings.host,

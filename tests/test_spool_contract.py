@@ -191,6 +191,74 @@ async def test_sqlite_bound_counts_events_already_on_disk(tmp_path: Path) -> Non
         await s.close()
 
 
+# Bodies and keys that could trip up how rows reach the spool in bulk: lengths from 1 byte
+# to 20 KB, multi-byte UTF-8, quotes, backslashes, a NUL, a JSON-looking key.
+ODD_BODIES = [
+    b"{}",
+    '{"v":"\u00e9\u20ac\U0001f600 \\" \\\\ \u2028"}'.encode(),
+    b"\x00 not json at all \xff",
+    b"x",
+    b'{"big":"' + b"a" * 20_000 + b'"}',
+]
+
+
+def odd_entries(request: int) -> list[Entry]:
+    return [
+        Entry(
+            f"r{request}-{i}",
+            key=f'contact:"{request}"\\{i % 2}',
+            client_id=i % 3 != 0,
+            kind="order" if i % 4 == 0 else "event",
+            event_type=f"type{i}",
+            event_time=None if i % 2 else T0 - i,
+            body=body + str(request).encode(),
+        )
+        for i, body in enumerate(ODD_BODIES)
+    ]
+
+
+def as_stored(entry: Entry, received_at: int) -> tuple[object, ...]:
+    return (entry.message_id, entry.kind, entry.key, entry.event_type, received_at,
+            entry.event_time, entry.body)  # fmt: skip
+
+
+async def test_concurrent_appends_keep_every_field_byte_for_byte_in_order(spool: Spool) -> None:
+    requests = [odd_entries(r) for r in range(20)]
+    results = await asyncio.gather(
+        *(spool.append(entries, T0 + r) for r, entries in enumerate(requests))
+    )
+    assert results == [[True] * len(ODD_BODIES)] * 20
+    records = await spool.pending(1000)
+    stored = [(r.message_id, r.kind, r.key, r.event_type, r.received_at, r.event_time,
+               bytes(r.body)) for r in records]  # fmt: skip
+    assert stored == [as_stored(e, T0 + r) for r, entries in enumerate(requests) for e in entries]
+    assert [r.seq for r in records] == sorted(r.seq for r in records)
+
+
+async def test_repeats_in_a_busy_group_leave_the_others_exact(spool: Spool) -> None:
+    await spool.append(odd_entries(0), T0)
+    again = odd_entries(0)  # its client ids repeat; its generated ids do not count as repeats
+    twice = odd_entries(1)
+    results = await asyncio.gather(
+        spool.append(odd_entries(2), T0 + 1),
+        spool.append(again, T0 + 2),
+        spool.append(twice + twice, T0 + 3),
+    )
+    fresh = [not e.client_id for e in again]
+    assert results == [[True] * 5, fresh, [True] * 5 + fresh]
+    records = await spool.pending(1000)
+    stored = [(r.message_id, r.kind, r.key, r.event_type, r.received_at, r.event_time,
+               bytes(r.body)) for r in records]  # fmt: skip
+    expected = [
+        *(as_stored(e, T0) for e in odd_entries(0)),
+        *(as_stored(e, T0 + 1) for e in odd_entries(2)),
+        *(as_stored(e, T0 + 2) for e in again if not e.client_id),
+        *(as_stored(e, T0 + 3) for e in twice),
+        *(as_stored(e, T0 + 3) for e in twice if not e.client_id),
+    ]
+    assert stored == expected
+
+
 async def test_sqlite_concurrent_appends_share_commits(tmp_path: Path) -> None:
     s = SqliteSpool(str(tmp_path / "spool.db"), max_events=10_000, dedup_window_ms=WINDOW_MS)
     await s.open()

@@ -1,25 +1,30 @@
 """SQLite spool: the embedded default. One file, WAL journal, group commit.
 
-`append` queues its entries and waits. One committer task takes everything queued,
+One writer thread owns the connection and runs every transaction, in the order they were
+asked for. `append` queues its entries and waits; the writer takes everything queued,
 writes it in one transaction, and answers every waiter after the COMMIT; appends that
-arrive meanwhile ride on the next commit. Under load one commit (and its fsync) is
-shared by many requests. Statements run on the event loop (microseconds of CPU per
-row, and no GIL hand-off between threads, which on this class of machine cost more
-than the statements); COMMIT, which waits for the disk, runs on a helper thread, so
-the loop never waits on fsync. One transaction at a time holds the connection.
+arrive meanwhile ride on the next commit. Under load one commit (and its fsync) is shared
+by many requests, and the writer goes straight on to the next group without waiting for
+the event loop: it only hands the results back. SQLite releases the GIL while a statement
+runs, and a group needs only a handful of statements (see `_write_group`), so the
+writing runs on the other core while the event loop serves requests.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
 import os
+import queue
 import sqlite3
+import threading
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
+
+import orjson
 
 from ..errors import SpoolError, SpoolFull
 from . import sqlite_sql as sql
@@ -41,22 +46,62 @@ class _Append:
     """One request's entries waiting for the next group commit.
 
     `per_visitor` is None for the queue; for anonymous visitors' entries (`hold`) it is the
-    bound per visitor, and `dropped` says how many older held entries the bound removed."""
+    bound per visitor, and `dropped` says how many older held entries the bound removed.
+    `meta`, `start` and `claims` come from `sqlite_sql.Rows.meta`."""
 
-    __slots__ = ("dropped", "entries", "fut", "per_visitor", "received_at")
+    __slots__ = (
+        "claims",
+        "dropped",
+        "entries",
+        "fut",
+        "meta",
+        "per_visitor",
+        "received_at",
+        "start",
+    )
 
     def __init__(
         self,
         entries: Sequence[EntryLike],
         received_at: int,
+        rows: sql.Rows,
         fut: asyncio.Future[list[bool]],
         per_visitor: int | None = None,
     ) -> None:
         self.entries = entries
         self.received_at = received_at
+        self.meta, self.start, self.claims = rows.meta(entries, received_at)
         self.fut = fut
         self.per_visitor = per_visitor
         self.dropped = 0
+
+
+class _Call:
+    """Any other transaction for the writer: `fn(*args)`, its result for `fut`."""
+
+    __slots__ = ("args", "fn", "fut")
+
+    def __init__(self, fn: Callable[..., Any], args: tuple[Any, ...], fut: asyncio.Future[Any]):
+        self.fn = fn
+        self.args = args
+        self.fut = fut
+
+
+_STOP = object()
+
+
+def _join(metas: Sequence[bytes]) -> bytes:
+    """Several JSON arrays of rows as one."""
+    return metas[0] if len(metas) == 1 else b"[" + b",".join(m[1:-1] for m in metas) + b"]"
+
+
+def _resolve(fut: asyncio.Future[Any], result: Any, exc: BaseException | None) -> None:
+    if fut.done():  # a waiter that was cancelled (its client went away)
+        return
+    if exc is None:
+        fut.set_result(result)
+    else:
+        fut.set_exception(exc)
 
 
 class SqliteSpool(Spool):
@@ -68,22 +113,17 @@ class SqliteSpool(Spool):
         self._window = dedup_window_ms
         self._sync = synchronous.upper()
         self._conn: sqlite3.Connection | None = None
-        # Statements run on the event loop: they are CPU work of microseconds per row,
-        # and running them here costs no hand-off of the GIL. Only COMMIT, which waits
-        # for the disk (fsync), runs on this one thread; while it does, the loop serves
-        # requests and the next group gathers. The lock keeps one transaction at a time
-        # on the connection.
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="spool-fsync")
-        self._lock = asyncio.Lock()
-        self._queue: list[_Append] = []
-        self._wake = asyncio.Event()
-        self._committer: asyncio.Task[None] | None = None
+        self._jobs: queue.SimpleQueue[_Append | _Call | object] = queue.SimpleQueue()
+        self._writer: threading.Thread | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stopped: asyncio.Future[None] | None = None
         self._queued = 0  # entries queued and not yet committed
         self._depth = 0  # entries committed and not yet acked or dead-lettered
         self._held = 0  # anonymous visitors' entries committed and held
         self._held_queued = 0
         self._leases: dict[int, int] = {}  # seq -> lease expiry (epoch ms), this process's
-        self._last_prune = time.monotonic()
+        self._queue_rows = sql.Rows()
+        self._held_rows = sql.Rows()
         self._closed = False
         #: Transactions that committed appended events (tests check grouping with it).
         self.commits = 0
@@ -95,7 +135,12 @@ class SqliteSpool(Spool):
             self._open_sync()
         except sqlite3.Error as exc:
             raise SpoolError(f"spool {self.path}: {exc}") from exc
-        self._committer = asyncio.create_task(self._commit_loop(), name="spool-committer")
+        self._loop = asyncio.get_running_loop()
+        self._stopped = self._loop.create_future()
+        self._writer = threading.Thread(
+            target=self._write_forever, name="spool-writer", daemon=True
+        )
+        self._writer.start()
 
     def _open_sync(self) -> None:
         parent = os.path.dirname(os.path.abspath(self.path))
@@ -121,68 +166,120 @@ class SqliteSpool(Spool):
         if self._closed:
             return
         self._closed = True
-        self._wake.set()
-        if self._committer is not None:
-            await self._committer  # it returns once the queue is empty
-        async with self._lock:
+        if self._writer is None or self._stopped is None:
             if self._conn is not None:
                 self._conn.close()
                 self._conn = None
-        self._executor.shutdown(wait=True)
+            return
+        self._jobs.put(_STOP)  # after everything queued before it
+        await asyncio.shield(self._stopped)
+        self._writer.join()
 
     async def _run(self, fn: Callable[..., T], *args: Any) -> T:
-        """Run `fn` on the connection; if it opened a transaction, COMMIT it off-loop."""
-        async with self._lock:
-            conn = self._conn
-            if conn is None:
-                raise SpoolError("spool is closed")
-            try:
-                result = fn(*args)
-                if conn.in_transaction:
-                    await self._off_loop(conn.execute, "COMMIT")
-            except sqlite3.Error as exc:
-                if conn.in_transaction:
-                    conn.execute("ROLLBACK")
-                raise SpoolError(f"spool {self.path}: {exc}") from exc
-            except BaseException:
-                if conn.in_transaction:
-                    conn.execute("ROLLBACK")
-                raise
-            return result
+        """Run `fn(*args)` on the writer thread; if it began a transaction, it is committed
+        there (rolled back if `fn` raised). sqlite3 errors come out as SpoolError."""
+        if self._closed or self._loop is None:
+            raise SpoolError("spool is closed")
+        fut: asyncio.Future[T] = self._loop.create_future()
+        self._jobs.put(_Call(fn, args, fut))
+        return await fut
 
     async def _sql(self, fn: Callable[..., T], *args: Any) -> T:
         """`_run` one of `sqlite_sql`'s transactions, which take the connection first."""
         return await self._run(lambda: fn(self._conn, *args))
 
-    async def _off_loop(self, fn: Callable[..., Any], *args: Any) -> None:
-        fut = asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
-        cancelled = False
+    # -- the writer thread ---------------------------------------------------------------
+
+    def _write_forever(self) -> None:
+        conn, loop, stopped = self._conn, self._loop, self._stopped
+        assert conn is not None and loop is not None and stopped is not None
+        waiting: collections.deque[_Append | _Call | object] = collections.deque()
+        last_prune = time.monotonic()
         while True:
-            try:
-                await asyncio.shield(fut)  # the connection is busy until the thread is done
+            if not waiting:
+                waiting.append(self._jobs.get())
+            with contextlib.suppress(queue.Empty):
+                while True:
+                    waiting.append(self._jobs.get_nowait())
+            item = waiting.popleft()
+            if item is _STOP:
                 break
-            except asyncio.CancelledError:
-                cancelled = True
-                if fut.done():
-                    break
-        if cancelled:
-            raise asyncio.CancelledError
+            if isinstance(item, _Append):
+                group = [item]
+                while waiting and isinstance(waiting[0], _Append):
+                    group.append(waiting.popleft())  # type: ignore[arg-type]
+                try:
+                    results, error = self._transaction(conn, self._write_group, (group,)), None
+                except BaseException as exc:  # every waiter hears of it; the writer goes on
+                    results, error = None, exc
+                loop.call_soon_threadsafe(self._settle, group, results, error)
+            elif isinstance(item, _Call):
+                try:
+                    result, error = self._transaction(conn, item.fn, item.args), None
+                except BaseException as exc:
+                    result, error = None, exc
+                loop.call_soon_threadsafe(_resolve, item.fut, result, error)
+            if time.monotonic() - last_prune > _PRUNE_EVERY_S:
+                last_prune = time.monotonic()
+                try:
+                    self._transaction(conn, self._prune_seen, (int(time.time() * 1000),))
+                except SpoolError as exc:
+                    log.warning("pruning expired messageIds failed: %s", exc)
+        conn.close()
+        self._conn = None
+        loop.call_soon_threadsafe(_resolve, stopped, None, None)
+
+    def _transaction(
+        self, conn: sqlite3.Connection, fn: Callable[..., T], args: tuple[Any, ...]
+    ) -> T:
+        try:
+            result = fn(*args)
+            if conn.in_transaction:
+                conn.execute("COMMIT")
+        except sqlite3.Error as exc:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise SpoolError(f"spool {self.path}: {exc}") from exc
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+        return result
+
+    def _settle(
+        self, group: list[_Append], results: list[list[bool]] | None, error: BaseException | None
+    ) -> None:
+        """On the event loop: account for a group's commit and answer its waiters."""
+        self._queued -= sum(len(a.entries) for a in group if a.per_visitor is None)
+        self._held_queued -= sum(len(a.entries) for a in group if a.per_visitor is not None)
+        if results is None:
+            count = sum(len(a.entries) for a in group)
+            log.error("spool commit failed, %d events refused: %s", count, error)
+            for a in group:
+                _resolve(a.fut, None, SpoolError(f"spool commit failed: {error}"))
+            return
+        self.commits += 1
+        for a, stored in zip(group, results, strict=True):
+            if a.per_visitor is None:
+                self._depth += sum(stored)
+            else:
+                self._held += sum(stored) - a.dropped
+            _resolve(a.fut, stored, None)
 
     # -- ingest: group commit ------------------------------------------------------------
 
     async def append(self, entries: Sequence[EntryLike], received_at: int) -> list[bool]:
         if not entries:
             return []
-        if self._closed or self._conn is None:
+        if self._closed or self._loop is None:
             raise SpoolError("spool is closed")
         if self._depth + self._queued + len(entries) > self.max_events:
             raise SpoolFull(
                 f"spool holds {self._depth + self._queued} events, its bound is {self.max_events}"
             )
-        fut: asyncio.Future[list[bool]] = asyncio.get_running_loop().create_future()
+        fut: asyncio.Future[list[bool]] = self._loop.create_future()
         self._queued += len(entries)
-        self._queue.append(_Append(entries, received_at, fut))
-        self._wake.set()
+        self._jobs.put(_Append(entries, received_at, self._queue_rows, fut))
         return await fut
 
     async def hold(
@@ -190,70 +287,63 @@ class SqliteSpool(Spool):
     ) -> tuple[list[bool], int]:
         if not entries:
             return [], 0
-        if self._closed or self._conn is None:
+        if self._closed or self._loop is None:
             raise SpoolError("spool is closed")
         if self._held + self._held_queued + len(entries) > self.max_events:
             raise SpoolFull(
                 f"spool holds {self._held + self._held_queued} anonymous events,"
                 f" its bound is {self.max_events}"
             )
-        fut: asyncio.Future[list[bool]] = asyncio.get_running_loop().create_future()
-        job = _Append(entries, received_at, fut, per_visitor)
+        fut: asyncio.Future[list[bool]] = self._loop.create_future()
+        job = _Append(entries, received_at, self._held_rows, fut, per_visitor)
         self._held_queued += len(entries)
-        self._queue.append(job)
-        self._wake.set()
+        self._jobs.put(job)
         stored = await fut
         return stored, job.dropped
 
-    async def _commit_loop(self) -> None:
-        while True:
-            await self._wake.wait()
-            self._wake.clear()
-            while self._queue:
-                group, self._queue = self._queue, []
-                count = sum(len(a.entries) for a in group if a.per_visitor is None)
-                held = sum(len(a.entries) for a in group if a.per_visitor is not None)
-                try:
-                    results = await self._run(self._write_group, group)
-                except Exception as exc:  # every waiter hears of it; the committer goes on
-                    log.error("spool commit failed, %d events refused: %s", count, exc)
-                    for a in group:
-                        if not a.fut.done():
-                            a.fut.set_exception(SpoolError(f"spool commit failed: {exc}"))
-                    continue
-                finally:
-                    self._queued -= count
-                    self._held_queued -= held
-                self.commits += 1
-                for a, stored in zip(group, results, strict=True):
-                    if a.per_visitor is None:
-                        self._depth += sum(stored)
-                    else:
-                        self._held += sum(stored) - a.dropped
-                    if not a.fut.done():  # a waiter whose client went away
-                        a.fut.set_result(stored)
-            if self._closed:
-                return
-            if time.monotonic() - self._last_prune > _PRUNE_EVERY_S:
-                self._last_prune = time.monotonic()
-                with contextlib.suppress(SpoolError):
-                    await self._run(self._prune_seen, int(time.time() * 1000) - self._window)
-
     def _write_group(self, group: list[_Append]) -> list[list[bool]]:
-        """One transaction for everything queued; per request, stored (True) or repeat."""
+        """One transaction for everything queued; per request, stored (True) or repeat.
+
+        Runs on the writer thread, and holds the GIL as little as it can: SQLite releases it
+        while a statement runs, and each table gets one statement for the whole group (see
+        `sqlite_sql.INSERT_EVENTS_JSON`), so the B-tree work runs on the other core. When no
+        messageId repeats, which is nearly always, the rows go as each request's `meta` was
+        made on append, with no Python work per row here."""
         conn = self._conn
         assert conn is not None
-        conn.execute("BEGIN IMMEDIATE")  # committed by _run, off the event loop
+        conn.execute("BEGIN IMMEDIATE")
+        for held in (False, True):
+            jobs = [job for job in group if (job.per_visitor is not None) is held]
+            if not jobs:
+                continue
+            meta = _join([job.meta for job in jobs])
+            claimed = conn.execute(sql.CLAIM_SEEN_JSON, (meta,)).rowcount
+            if claimed != sum(job.claims for job in jobs):  # a messageId repeats
+                conn.execute("ROLLBACK")
+                conn.execute("BEGIN IMMEDIATE")
+                return self._write_without_repeats(conn, group)
+            bodies = b"".join([e.body for job in jobs for e in job.entries])
+            self._insert(conn, held, meta, bodies, jobs[0].start)
+        self._bound_held(conn, group)
+        return [[True] * len(job.entries) for job in group]
+
+    def _write_without_repeats(
+        self, conn: sqlite3.Connection, group: list[_Append]
+    ) -> list[list[bool]]:
+        """`_write_group` leaving out each entry whose messageId was claimed within the
+        window, or by an entry before it in the group."""
         ids = [e.message_id for job in group for e in job.entries if e.client_id]
         cutoff = group[-1].received_at - self._window
-        repeats = self._known_ids(conn, ids, cutoff) if ids else set()
-        rows: list[Any] = []
-        held: list[Any] = []
-        claims: list[Any] = []
+        found = conn.execute(sql.LOOKUP_SEEN_JSON, (orjson.dumps(ids), cutoff)).fetchone()[0]
+        repeats = set(orjson.loads(found))
         results = []
+        kept: dict[bool, tuple[sql.Rows, list[bytes], list[bytes]]] = {
+            False: (sql.Rows(), [], []),
+            True: (sql.Rows(), [], []),
+        }
         for job in group:
-            received_at = job.received_at
-            out = rows if job.per_visitor is None else held
+            rows, metas, bodies = kept[job.per_visitor is not None]
+            entries = []
             stored = []
             for e in job.entries:
                 if e.client_id:
@@ -261,17 +351,30 @@ class SqliteSpool(Spool):
                         stored.append(False)
                         continue
                     repeats.add(e.message_id)  # a second copy in this group is a repeat
-                    claims += (e.message_id, received_at)
-                out += (e.message_id, e.kind, e.key, e.event_type, received_at,
-                        e.event_time, e.body)  # fmt: skip
+                entries.append(e)
+                bodies.append(e.body)
                 stored.append(True)
+            if entries:
+                metas.append(rows.meta(entries, job.received_at)[0])
             results.append(stored)
-        for start, size in sql.chunks(len(claims) // 2):
-            conn.execute(sql.INSERT_SEEN[size], claims[start * 2 : (start + size) * 2])
-        for start, size in sql.chunks(len(rows) // 7):
-            conn.execute(sql.INSERT_EVENTS[size], rows[start * 7 : (start + size) * 7])
-        for start, size in sql.chunks(len(held) // 7):
-            conn.execute(sql.INSERT_HELD[size], held[start * 7 : (start + size) * 7])
+        for held, (_, metas, bodies) in kept.items():
+            if metas:
+                meta = _join(metas)
+                conn.execute(sql.REPLACE_SEEN_JSON, (meta,))
+                self._insert(conn, held, meta, b"".join(bodies), 0)
+        self._bound_held(conn, group)
+        return results
+
+    @staticmethod
+    def _insert(
+        conn: sqlite3.Connection, held: bool, meta: bytes, bodies: bytes, start: int
+    ) -> None:
+        statement = sql.INSERT_HELD_JSON if held else sql.INSERT_EVENTS_JSON
+        conn.execute(statement, (meta, bodies, start))
+
+    @staticmethod
+    def _bound_held(conn: sqlite3.Connection, group: list[_Append]) -> None:
+        """Drop each visitor's oldest held entries beyond the bound per visitor."""
         for job in group:
             if job.per_visitor is not None:
                 for visitor in {e.key for e in job.entries}:
@@ -280,21 +383,9 @@ class SqliteSpool(Spool):
                         " ORDER BY seq DESC LIMIT -1 OFFSET ?)",
                         (visitor, job.per_visitor),
                     ).rowcount
-        return results
 
-    @staticmethod
-    def _known_ids(conn: sqlite3.Connection, ids: list[str], cutoff: int) -> set[str]:
-        """The ids among `ids` already claimed within the window (seen at or after cutoff).
-
-        The cutoff comes from the group's newest request: a group spans milliseconds, far
-        below any useful window."""
-        known: set[str] = set()
-        for start, size in sql.chunks(len(ids)):
-            cur = conn.execute(sql.LOOKUP_SEEN[size], [cutoff, *ids[start : start + size]])
-            known.update(row[0] for row in cur)
-        return known
-
-    def _prune_seen(self, cutoff: int) -> None:
+    def _prune_seen(self, now: int) -> None:
+        cutoff = now - self._window
         assert self._conn is not None
         self._conn.execute("BEGIN IMMEDIATE")
         self._conn.execute(
@@ -418,18 +509,21 @@ class SqliteSpool(Spool):
         return await self._sql(sql.dead_counts)
 
     async def stats(self) -> SpoolStats:
-        def work() -> SpoolStats:
+        def work() -> tuple[int, int | None, int, int]:
             assert self._conn is not None
-            now = int(time.time() * 1000)
             depth, oldest = self._conn.execute(
                 "SELECT count(*), min(received_at) FROM events"
             ).fetchone()
-            in_flight = sum(1 for until in self._leases.values() if until > now)
             dead = self._conn.execute("SELECT count(*) FROM dead").fetchone()[0]
             held = self._conn.execute("SELECT count(*) FROM held").fetchone()[0]
-            return SpoolStats(depth, in_flight, dead, oldest, held)
+            return depth, oldest, dead, held
 
-        return await self._run(work)
+        depth, oldest, dead, held = await self._run(work)
+        # The writer adds leases while the event loop's thread drops them (ack, release):
+        # list() copies the values in one step under the GIL, a loop over them would not.
+        now = int(time.time() * 1000)
+        in_flight = sum(1 for until in list(self._leases.values()) if until > now)
+        return SpoolStats(depth, in_flight, dead, oldest, held)
 
     async def check(self) -> None:
         if self._closed:

@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Sequence
+from itertools import accumulate
 from typing import Any
+
+import orjson
 
 from .base import DeadLetter, EntryLike, Record
 
@@ -68,10 +71,8 @@ CREATE INDEX IF NOT EXISTS visitors_by_time ON visitors (at);
 
 RECORD_COLS = "seq, message_id, kind, key, event_type, received_at, event_time, body, attempts"
 EVENT_COLS = "message_id, kind, key, event_type, received_at, event_time, body"
-# Multi-row statements come in power-of-two sizes only: few distinct statements stay in
-# the statement cache, and n rows take at most log2(n) statements instead of n, which
-# matters because every statement hands the GIL back and forth between the writer
-# thread and the event loop. 256 rows x 7 variables stays far below SQLite's limit.
+# Statements over many seqs come in power-of-two sizes only, so few distinct statements
+# stay in the statement cache and n seqs take at most log2(n) statements.
 CHUNKS = (256, 128, 64, 32, 16, 8, 4, 2, 1)
 
 
@@ -86,25 +87,68 @@ def chunks(n: int) -> list[tuple[int, int]]:
     return out
 
 
-def values_sql(size: int, width: int) -> str:
-    row = "(" + ", ".join(["?"] * width) + ")"
-    return ", ".join([row] * size)
+# A group commit's rows reach SQLite as three parameters whatever their number: ?1 a JSON
+# array with one array per row, [message_id, kind, key, event_type, received_at,
+# event_time, offset, length, client_id]; ?2 the rows' bodies end to end; ?3 the offset of
+# the first of them. Offsets count the bodies of all appends so far (see `Rows`), so a row
+# keeps its offset from its append to its commit, whatever else shares the group
+# (`substr` counts bytes in a blob, from 1). One statement per table then writes them all
+# while SQLite runs without the GIL. Rows are written in array order, so they get their
+# seqs in the order they were queued.
+INSERT_EVENTS_JSON, INSERT_HELD_JSON = (
+    f"INSERT INTO {table} ({EVENT_COLS})"
+    " SELECT value->>0, value->>1, value->>2, value->>3, value->>4, value->>5,"
+    " substr(?2, 1 + value->>6 - ?3, value->>7) FROM json_each(?1) ORDER BY key"
+    for table in ("events", "held")
+)
+# Claims the client's messageIds among the rows of ?1. One already claimed is left as it
+# is, so the statement's rowcount falls short when any id repeats; the writer then takes
+# the careful way (LOOKUP_SEEN_JSON, then REPLACE_SEEN_JSON).
+CLAIM_SEEN_JSON = (
+    "INSERT OR IGNORE INTO seen (message_id, at)"
+    " SELECT value->>0, value->>4 FROM json_each(?1) WHERE value->>8"
+)
+# The same, replacing claims older than the window.
+REPLACE_SEEN_JSON = CLAIM_SEEN_JSON.replace("OR IGNORE", "OR REPLACE")
+# The ids of ?1 (a JSON array of messageIds) claimed at or after ?2, as a JSON array.
+LOOKUP_SEEN_JSON = (
+    "SELECT json_group_array(message_id) FROM seen"
+    " WHERE message_id IN (SELECT value FROM json_each(?1)) AND at >= ?2"
+)
 
 
-INSERT_EVENTS = {
-    size: f"INSERT INTO events ({EVENT_COLS}) VALUES {values_sql(size, 7)}" for size in CHUNKS
-}
-INSERT_HELD = {
-    size: f"INSERT INTO held ({EVENT_COLS}) VALUES {values_sql(size, 7)}" for size in CHUNKS
-}
-INSERT_SEEN = {
-    size: f"INSERT OR REPLACE INTO seen (message_id, at) VALUES {values_sql(size, 2)}"
-    for size in CHUNKS
-}
-LOOKUP_SEEN = {
-    size: f"SELECT message_id FROM seen WHERE at >= ? AND message_id IN ({', '.join('?' * size)})"
-    for size in CHUNKS
-}
+class Rows:
+    """Numbers the bodies of one kind of rows (queued or held) as one stream, from 0."""
+
+    __slots__ = ("offset",)
+
+    def __init__(self) -> None:
+        self.offset = 0
+
+    def meta(self, entries: Sequence[EntryLike], received_at: int) -> tuple[bytes, int, int]:
+        """?1 of the statements above for `entries` (one C call for a request's rows), the
+        offset of their first body, and how many of them carry the client's messageId."""
+        start = self.offset
+        lengths = [len(e.body) for e in entries]
+        offsets = list(accumulate(lengths, initial=start))
+        self.offset = offsets[-1]
+        meta = orjson.dumps(
+            [
+                (
+                    e.message_id,
+                    e.kind,
+                    e.key,
+                    e.event_type,
+                    received_at,
+                    e.event_time,
+                    offset,
+                    length,
+                    e.client_id,
+                )
+                for e, offset, length in zip(entries, offsets, lengths, strict=False)
+            ]
+        )
+        return meta, start, sum([e.client_id for e in entries])
 
 
 def record(row: Sequence[Any]) -> Record:
