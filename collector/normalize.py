@@ -17,7 +17,7 @@ from __future__ import annotations
 import datetime
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import orjson
 
@@ -32,6 +32,7 @@ from collector.contact import (
     normalize_contact,
 )
 from collector.errors import FieldError
+from collector.inbound import Event
 from collector.normalize_types import (
     CUSTOM,
     HANDLERS,
@@ -263,6 +264,24 @@ def normalize_event(
     return _checked_event(raw, rules, new_id)
 
 
+def normalize_inbound(
+    event: Event, rules: Rules, new_id: Callable[[], str]
+) -> Normalized | list[FieldError]:
+    """`normalize_event` of an event `inbound.decode` read: the same result and errors."""
+    result = _fast_fields(
+        event.type,
+        event.messageId,
+        event.timestamp,
+        True,  # decode refused any context that is not an object or null
+        event.anonymousId,
+        event.contact,
+        event.properties,
+        rules,
+        new_id,
+    )
+    return _checked_event(event.as_dict(), rules, new_id) if result is None else result
+
+
 def _fast_event(
     raw: dict[Any, Any], rules: Rules, new_id: Callable[[], str]
 ) -> Normalized | list[FieldError] | None:
@@ -276,7 +295,32 @@ def _fast_event(
     if not _EVENT_KEY_SET.issuperset(raw):
         return None
     get = raw.get
-    type_name = get("type")
+    context = get("context")
+    return _fast_fields(
+        get("type"),
+        get("messageId"),
+        get("timestamp"),
+        context is None or type(context) is dict,
+        get("anonymousId"),
+        get("contact"),
+        get("properties"),
+        rules,
+        new_id,
+    )
+
+
+def _fast_fields(
+    type_name: object,
+    raw_id: object,
+    event_time: Any,
+    context_ok: bool,
+    anonymous_id: object,
+    raw_contact: object,
+    props: object,
+    rules: Rules,
+    new_id: Callable[[], str],
+) -> Normalized | list[FieldError] | None:
+    """`_fast_event` on the event's fields, however they were read (dict or `inbound.Event`)."""
     if type(type_name) is not str:
         return None
     handlers = HANDLERS.get(type_name)
@@ -284,18 +328,13 @@ def _fast_event(
         if custom_type_problem(type_name) is not None:
             return None
         handlers = CUSTOM
-    raw_id = get("messageId")
-    event_time = get("timestamp")
-    context = get("context")
-    anonymous_id = get("anonymousId")
     if (
         (raw_id is not None and message_id(raw_id, "", []) is None)
         or (event_time is not None and (event_time := epoch_ms(event_time, "", [])) is None)
-        or (context is not None and not isinstance(context, dict))
+        or not context_ok
         or not (anonymous_id is None or _is_anonymous_id(anonymous_id))
     ):
         return None
-    raw_contact = get("contact")
     if type(raw_contact) is not dict:
         return None
     scratch: Errors = []
@@ -304,7 +343,6 @@ def _fast_event(
     if scratch or identity_problem(contact, is_order, rules.identifying) is not None:
         return None
     kv = key_value(contact, rules.key_value_order)
-    props = get("properties")
     if props is None:
         props = {}
     elif type(props) is not dict:
@@ -317,7 +355,7 @@ def _fast_event(
     if kv is None:
         return None
 
-    mid = new_id() if raw_id is None else raw_id
+    mid = new_id() if raw_id is None else cast(str, raw_id)
     fast, handler = handlers
     params = fast(props, mid, rules.timezone, rules.check_order_total)
     if params is None:
