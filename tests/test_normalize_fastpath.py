@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
-import inspect
 import itertools
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -437,17 +436,6 @@ def test_plain_items_agree_with_the_checked_items() -> None:
             assert repr(checked) == repr(plain), f"{value!r:.300}"
             assert errors == []
     assert plain_results > 7_000
-
-
-def test_normalized_is_built_with_every_field() -> None:
-    names = [field.name for field in dataclasses.fields(Normalized)]
-    assert list(inspect.signature(normalize._normalized).parameters) == names
-    values = ("m-1", True, "event", "contact:a@example.com", "pageViewed", 1715670660000, b"{}")
-    built = normalize._normalized(*values)
-    assert exact(built) == exact(Normalized(*values))
-    assert (repr(built), hash(built)) == (repr(Normalized(*values)), hash(Normalized(*values)))
-    with pytest.raises(dataclasses.FrozenInstanceError):
-        built.key = "contact:b@example.com"  # type: ignore[misc]
 
 
 def test_struct_decoding_agrees_with_orjson() -> None:
