@@ -177,6 +177,7 @@ class Ingest:
         self._on_events = Counters(metrics, "events")
         self._on_yespo_event = Counters(metrics, "yespo_event")
         self._on_yespo_orders = Counters(metrics, "yespo_orders")
+        self._all_accepted_replies: dict[int, bytes] = {}
 
     def flush_counters(self) -> None:
         for counters in (self._on_events, self._on_yespo_event, self._on_yespo_orders):
@@ -267,7 +268,7 @@ class Ingest:
             self.metrics.errors.labels(
                 "spool_full" if isinstance(exc, SpoolFull) else "spool"
             ).inc()
-        data = orjson.dumps(reply)
+        data = reply if type(reply) is bytes else orjson.dumps(reply)
         headers.append((b"content-length", str(len(data)).encode()))
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": data})
@@ -303,7 +304,7 @@ class Ingest:
             return [data], normalize_event
         raise BadRequest('body must be an event object or {"batch": [events]}')
 
-    async def _events(self, body: bytes) -> tuple[int, dict[str, Any]]:
+    async def _events(self, body: bytes) -> tuple[int, dict[str, Any] | bytes]:
         batch, normalize = self._read_events(body)
         self._on_events.received += len(batch)
 
@@ -335,8 +336,18 @@ class Ingest:
         # took ~10% less CPU on the event loop's thread (992 against 1100 µs, 6 runs each).
         del batch, raw
         duplicates = await self._append(good, self._on_events, owners)
+        if not duplicates and not rejected:
+            return 200, self._all_accepted(accepted)
         reply = {"accepted": accepted, "duplicates": duplicates, "rejected": rejected}
         return 200 if accepted else 400, reply
+
+    def _all_accepted(self, accepted: int) -> bytes:
+        """The reply when every event was new and good, made once per count."""
+        data = self._all_accepted_replies.get(accepted)
+        if data is None:
+            data = orjson.dumps({"accepted": accepted, "duplicates": 0, "rejected": []})
+            self._all_accepted_replies[accepted] = data  # at most max_batch of them
+        return data
 
     async def yespo_event(self, request: Request) -> Response:
         """POST /api/v1/event and /api/v2/event: Yespo's Generate-event body."""

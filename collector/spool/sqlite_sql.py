@@ -129,6 +129,13 @@ class Rows:
         """?1 of the statements above for `entries` (one C call for a request's rows), the
         offset of their first body, and how many of them carry the client's messageId."""
         start = self.offset
+        if len(entries) == 1:  # a single event per request: without the list machinery
+            e = entries[0]
+            length = len(e.body)
+            self.offset = start + length
+            row = (e.message_id, e.kind, e.key, e.event_type, received_at, e.event_time,
+                   start, length, e.client_id)  # fmt: skip
+            return orjson.dumps((row,)), start, 1 if e.client_id else 0
         lengths = [len(e.body) for e in entries]
         offsets = list(accumulate(lengths, initial=start))
         self.offset = offsets[-1]
