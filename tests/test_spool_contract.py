@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from collector.errors import SpoolFull
+from collector.errors import SpoolError, SpoolFull
 from collector.spool import Spool
 from collector.spool.memory import MemorySpool
-from collector.spool.sqlite import SqliteSpool
+from collector.spool.sqlite import _STOP, SqliteSpool
 
 WINDOW_MS = 60_000
 T0 = 1_700_000_000_000
@@ -317,3 +317,22 @@ async def test_reset_leases_frees_entries_a_dead_forwarder_held(spool: Spool) ->
     assert await spool.lease(10, 60_000, T0 + 1) == []
     assert await spool.reset_leases() == 2
     assert [r.message_id for r in await spool.lease(10, 60_000, T0 + 1)] == ["a1", "b1"]
+
+
+async def test_sqlite_refuses_work_once_its_writer_is_gone(tmp_path: Path) -> None:
+    """Nothing may wait forever on a writer thread that is not there to answer."""
+    s = SqliteSpool(str(tmp_path / "spool.db"), max_events=1000, dedup_window_ms=WINDOW_MS)
+    await s.open()
+    try:
+        s._jobs.put(_STOP)  # the writer ends, and close() is not what ended it
+        writer = s._writer
+        assert writer is not None
+        await asyncio.to_thread(writer.join, 5)
+        assert not writer.is_alive()
+        with pytest.raises(SpoolError, match="writer is not running"):
+            await asyncio.wait_for(s.append([Entry("m1")], T0), 5)
+        with pytest.raises(SpoolError, match="writer is not running"):
+            await asyncio.wait_for(s.stats(), 5)
+        assert s._queued == 0
+    finally:
+        s._closed = True

@@ -188,8 +188,14 @@ class SqliteSpool(Spool):
         if self._closed or self._loop is None:
             raise SpoolError("spool is closed")
         fut: asyncio.Future[T] = self._loop.create_future()
-        self._jobs.put(_Call(fn, args, fut))
+        self._put(_Call(fn, args, fut))
         return await fut
+
+    def _put(self, item: _Append | _Call) -> None:
+        # The writer only stops when closed, but a waiter must never wait on a dead thread.
+        if self._writer is None or not self._writer.is_alive():
+            raise SpoolError("spool writer is not running")
+        self._jobs.put(item)
 
     async def _sql(self, fn: Callable[..., T], *args: Any) -> T:
         """`_run` one of `sqlite_sql`'s transactions, which take the connection first."""
@@ -285,8 +291,8 @@ class SqliteSpool(Spool):
                 f"spool holds {self._depth + self._queued} events, its bound is {self.max_events}"
             )
         fut: asyncio.Future[list[bool]] = self._loop.create_future()
+        self._put(_Append(entries, received_at, self._queue_rows, fut))
         self._queued += len(entries)
-        self._jobs.put(_Append(entries, received_at, self._queue_rows, fut))
         return await fut
 
     async def hold(
@@ -303,8 +309,8 @@ class SqliteSpool(Spool):
             )
         fut: asyncio.Future[list[bool]] = self._loop.create_future()
         job = _Append(entries, received_at, self._held_rows, fut, per_visitor)
+        self._put(job)
         self._held_queued += len(entries)
-        self._jobs.put(job)
         stored = await fut
         return stored, job.dropped
 
