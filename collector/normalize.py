@@ -48,6 +48,7 @@ from collector.normalize_values import (
     Paths,
     describe,
     epoch_ms,
+    is_message_id,
     json_text,
     message_id,
     param_text,
@@ -300,7 +301,7 @@ def _fast_fields(
             return None
         handlers = CUSTOM
     if (
-        (raw_id is not None and message_id(raw_id, "", []) is None)
+        (raw_id is not None and not is_message_id(raw_id))
         or (event_time is not None and (event_time := epoch_ms(event_time, "", [])) is None)
         or not context_ok
         or not (anonymous_id is None or _is_anonymous_id(anonymous_id))

@@ -32,6 +32,7 @@ from collector.normalize_values import (
     flat_item,
     identifier,
     is_amount,
+    is_currency,
     is_scalar,
     is_text,
     json_text,
@@ -302,10 +303,9 @@ def _fast_product_viewed(
     out = [("product", product_text)]
     code = get("currencyCode")
     if code is not None:
-        code = currency(code, "", [])
-        if code is None:
+        if not is_currency(code):
             return None
-        out.append(("currencyCode", code))
+        out.append(("currencyCode", code.upper()))
     return out
 
 

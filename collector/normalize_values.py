@@ -276,6 +276,22 @@ def currency(value: object, path: str, errors: Errors) -> str | None:
     return None
 
 
+def is_message_id(value: object) -> bool:
+    """`message_id` without a path or errors: the fast paths' check."""
+    return (
+        type(value) is str
+        and 0 < len(value) <= MAX_MESSAGE_ID
+        and value.isascii()
+        and value.isprintable()
+        and " " not in value
+    )
+
+
+def is_currency(value: object) -> TypeGuard[str]:
+    """`currency` without a path or errors (the code still needs `.upper()`)."""
+    return type(value) is str and len(value) == 3 and value.isascii() and value.isalpha()
+
+
 def message_id(value: object, path: str, errors: Errors) -> str | None:
     """The sender's id for deduplication: 1..128 printable ASCII characters, no spaces."""
     if not isinstance(value, str):
