@@ -11,6 +11,7 @@ import pytest
 
 from collector.errors import SpoolError, SpoolFull
 from collector.spool import Spool
+from collector.spool import sqlite as sqlite_module
 from collector.spool.memory import MemorySpool
 from collector.spool.sqlite import _STOP, SqliteSpool
 
@@ -336,3 +337,23 @@ async def test_sqlite_refuses_work_once_its_writer_is_gone(tmp_path: Path) -> No
         assert s._queued == 0
     finally:
         s._closed = True
+
+
+async def test_sqlite_group_commit_stops_at_its_byte_bound(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A writer that fell behind takes the queue in bounded transactions, in order."""
+    monkeypatch.setattr(sqlite_module, "_GROUP_BYTES", 1000)
+    s = SqliteSpool(str(tmp_path / "spool.db"), max_events=1000, dedup_window_ms=WINDOW_MS)
+    await s.open()
+    try:
+        body = b"x" * 400
+        results = await asyncio.gather(
+            *(s.append([Entry(f"m{i}", body=body)], T0) for i in range(20))
+        )
+        assert results == [[True]] * 20
+        assert [r.message_id for r in await s.pending(100)] == [f"m{i}" for i in range(20)]
+        # At most three 400-byte bodies reach 1,000 bytes: 20 requests take 7 commits or more.
+        assert s.commits >= 7, s.commits
+    finally:
+        await s.close()

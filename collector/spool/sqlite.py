@@ -40,6 +40,10 @@ _PRUNE_EVERY_S = 60.0
 # A lease looks at most this many waiting entries for key heads.
 _LEASE_SCAN = 100_000
 _PRUNE_ROWS = 20_000
+# A group commit stops taking more requests once their bodies reach this many bytes:
+# SQLite refuses a blob over 1 GB, and a writer that fell behind should not try to catch
+# up in one transaction.
+_GROUP_BYTES = 64 << 20
 # Address space, not memory: pages are mapped as they are read.
 _MMAP_BYTES = 1 << 30
 
@@ -49,7 +53,8 @@ class _Append:
 
     `per_visitor` is None for the queue; for anonymous visitors' entries (`hold`) it is the
     bound per visitor, and `dropped` says how many older held entries the bound removed.
-    `meta`, `start` and `claims` come from `sqlite_sql.Rows.meta`."""
+    `meta`, `start` and `claims` come from `sqlite_sql.Rows.meta`; `size` is the bytes of
+    their bodies."""
 
     __slots__ = (
         "claims",
@@ -59,6 +64,7 @@ class _Append:
         "meta",
         "per_visitor",
         "received_at",
+        "size",
         "start",
     )
 
@@ -73,6 +79,7 @@ class _Append:
         self.entries = entries
         self.received_at = received_at
         self.meta, self.start, self.claims = rows.meta(entries, received_at)
+        self.size = rows.offset - self.start  # bytes of bodies
         self.fut = fut
         self.per_visitor = per_visitor
         self.dropped = 0
@@ -218,8 +225,9 @@ class SqliteSpool(Spool):
             if item is _STOP:
                 break
             if isinstance(item, _Append):
-                group = [item]
-                while waiting and isinstance(waiting[0], _Append):
+                group, size = [item], item.size
+                while waiting and isinstance(waiting[0], _Append) and size < _GROUP_BYTES:
+                    size += waiting[0].size
                     group.append(waiting.popleft())  # type: ignore[arg-type]
                 try:
                     results, error = self._transaction(conn, self._write_group, (group,)), None
