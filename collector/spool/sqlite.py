@@ -53,14 +53,15 @@ class _Append:
 
     `per_visitor` is None for the queue; for anonymous visitors' entries (`hold`) it is the
     bound per visitor, and `dropped` says how many older held entries the bound removed.
-    `meta`, `start` and `claims` come from `sqlite_sql.Rows.meta`; `size` is the bytes of
-    their bodies."""
+    `meta`, `start`, `ids` and `claims` come from `sqlite_sql.Rows.meta`; `size` is the
+    bytes of their bodies."""
 
     __slots__ = (
         "claims",
         "dropped",
         "entries",
         "fut",
+        "ids",
         "meta",
         "per_visitor",
         "received_at",
@@ -78,7 +79,7 @@ class _Append:
     ) -> None:
         self.entries = entries
         self.received_at = received_at
-        self.meta, self.start, self.claims = rows.meta(entries, received_at)
+        self.meta, self.start, self.ids, self.claims = rows.meta(entries, received_at)
         self.size = rows.offset - self.start  # bytes of bodies
         self.fut = fut
         self.per_visitor = per_visitor
@@ -333,18 +334,21 @@ class SqliteSpool(Spool):
         conn = self._conn
         assert conn is not None
         conn.execute("BEGIN IMMEDIATE")
+        at = max(job.received_at for job in group)  # see sqlite_sql.CLAIM_SEEN_JSON
         for held in (False, True):
             jobs = [job for job in group if (job.per_visitor is not None) is held]
             if not jobs:
                 continue
-            meta = _join([job.meta for job in jobs])
-            claimed = conn.execute(sql.CLAIM_SEEN_JSON, (meta,)).rowcount
-            if claimed != sum(job.claims for job in jobs):  # a messageId repeats
-                conn.execute("ROLLBACK")
-                conn.execute("BEGIN IMMEDIATE")
-                return self._write_without_repeats(conn, group)
+            claims = sum(job.claims for job in jobs)
+            if claims:
+                ids = _join([job.ids for job in jobs if job.claims])
+                claimed = conn.execute(sql.CLAIM_SEEN_JSON, (ids, at)).rowcount
+                if claimed != claims:  # a messageId repeats
+                    conn.execute("ROLLBACK")
+                    conn.execute("BEGIN IMMEDIATE")
+                    return self._write_without_repeats(conn, group)
             bodies = b"".join([e.body for job in jobs for e in job.entries])
-            self._insert(conn, held, meta, bodies, jobs[0].start)
+            self._insert(conn, held, _join([job.meta for job in jobs]), bodies, jobs[0].start)
         self._bound_held(conn, group)
         return [[True] * len(job.entries) for job in group]
 
@@ -353,17 +357,19 @@ class SqliteSpool(Spool):
     ) -> list[list[bool]]:
         """`_write_group` leaving out each entry whose messageId was claimed within the
         window, or by an entry before it in the group."""
+        at = max(job.received_at for job in group)
         ids = [e.message_id for job in group for e in job.entries if e.client_id]
-        cutoff = group[-1].received_at - self._window
-        found = conn.execute(sql.LOOKUP_SEEN_JSON, (orjson.dumps(ids), cutoff)).fetchone()[0]
+        found = conn.execute(
+            sql.LOOKUP_SEEN_JSON, (orjson.dumps(ids), at - self._window)
+        ).fetchone()[0]
         repeats = set(orjson.loads(found))
         results = []
-        kept: dict[bool, tuple[sql.Rows, list[bytes], list[bytes]]] = {
-            False: (sql.Rows(), [], []),
-            True: (sql.Rows(), [], []),
+        kept: dict[bool, tuple[sql.Rows, list[bytes], list[bytes], list[bytes]]] = {
+            False: (sql.Rows(), [], [], []),
+            True: (sql.Rows(), [], [], []),
         }
         for job in group:
-            rows, metas, bodies = kept[job.per_visitor is not None]
+            rows, metas, claims, bodies = kept[job.per_visitor is not None]
             entries = []
             stored = []
             for e in job.entries:
@@ -376,13 +382,16 @@ class SqliteSpool(Spool):
                 bodies.append(e.body)
                 stored.append(True)
             if entries:
-                metas.append(rows.meta(entries, job.received_at)[0])
+                meta, _, job_ids, count = rows.meta(entries, job.received_at)
+                metas.append(meta)
+                if count:
+                    claims.append(job_ids)
             results.append(stored)
-        for held, (_, metas, bodies) in kept.items():
+        for held, (_, metas, claims, bodies) in kept.items():
+            if claims:
+                conn.execute(sql.REPLACE_SEEN_JSON, (_join(claims), at))
             if metas:
-                meta = _join(metas)
-                conn.execute(sql.REPLACE_SEEN_JSON, (meta,))
-                self._insert(conn, held, meta, b"".join(bodies), 0)
+                self._insert(conn, held, _join(metas), b"".join(bodies), 0)
         self._bound_held(conn, group)
         return results
 
