@@ -142,7 +142,7 @@ class Visitors:
             else:
                 event = self._with_defaults(raw, now)
                 if contact is not None or (isinstance(raw, dict) and raw.get("contact")):
-                    if contact is not None and not event.get("contact"):
+                    if type(event) is dict and contact is not None and not event.get("contact"):
                         event["contact"] = contact
                     out = normalize_event(event, self.rules, self._new_id)
                     if isinstance(out, Normalized):

@@ -128,6 +128,22 @@ async def test_a_bad_event_is_named_and_the_good_ones_beside_it_are_kept(web: Ru
     assert reply["rejected"][0]["errors"][0]["field"] == "contact.email"
 
 
+@pytest.mark.parametrize("odd", [1, "x", None, []])
+async def test_an_element_that_is_not_an_object_is_named_and_harms_no_one(
+    web: Running, odd: object
+) -> None:
+    # Once as an anonymous visitor, once identified: each path must name the element and
+    # keep the good event beside it.
+    for step, mid in (("anonymous", "m1"), ("identified", "m2")):
+        status, reply, _ = await send(web, [page("https://shop.example/", mid), odd])
+        assert status == 200, (step, reply)
+        assert (reply["accepted"], [r["index"] for r in reply["rejected"]]) == (1, [1]), step
+        assert reply["rejected"][0]["errors"][0]["field"] == ""
+        if step == "anonymous":
+            await send(web, [identify("a@example.com")])
+    assert [r.message_id for r in await spool(web).pending(10)] == ["m1", "m2"]
+
+
 async def test_a_resent_batch_is_acknowledged_and_not_held_twice(web: Running) -> None:
     batch = [page("https://shop.example/", "m1")]
     await send(web, batch)
