@@ -35,11 +35,21 @@ log = logging.getLogger("collector.spool")
 T = TypeVar("T")
 
 # How often expired messageIds are removed from the dedup table, and how many at a time
-# (a bounded delete keeps one prune from holding the writer for long).
+# (a bounded delete keeps one prune from holding the writer for long). A prune that found a
+# full batch of them goes again after _PRUNE_AGAIN_S, until the backlog is gone: 20,000 a
+# minute would fall behind any steady rate over 333 events/s with a messageId.
 _PRUNE_EVERY_S = 60.0
+_PRUNE_AGAIN_S = 1.0
+_PRUNE_ROWS = 20_000
+# How often the writer counts the file's waiting and held entries again. Other processes
+# change them too: `collector forward` acks what `collector serve --no-forward` appended,
+# `collector spool replay` moves dead letters back. Counting 1,000,000 rows takes ~10 ms.
+_RECOUNT_EVERY_S = 60.0
+# When the counts say the spool is full, an append has them counted again first, at most
+# this often: the entries that another process delivered no longer count.
+_RECOUNT_WHEN_FULL_S = 1.0
 # A lease looks at most this many waiting entries for key heads.
 _LEASE_SCAN = 100_000
-_PRUNE_ROWS = 20_000
 # A group commit stops taking more requests once their bodies reach this many bytes:
 # SQLite refuses a blob over 1 GB, and a writer that fell behind should not try to catch
 # up in one transaction.
@@ -87,14 +97,22 @@ class _Append:
 
 
 class _Call:
-    """Any other transaction for the writer: `fn(*args)`, its result for `fut`."""
+    """Any other transaction for the writer: `fn(*args)`, its result for `fut`; `after`,
+    if given, gets the result on the writer thread once it is committed."""
 
-    __slots__ = ("args", "fn", "fut")
+    __slots__ = ("after", "args", "fn", "fut")
 
-    def __init__(self, fn: Callable[..., Any], args: tuple[Any, ...], fut: asyncio.Future[Any]):
+    def __init__(
+        self,
+        fn: Callable[..., Any],
+        args: tuple[Any, ...],
+        fut: asyncio.Future[Any],
+        after: Callable[[Any], None] | None = None,
+    ):
         self.fn = fn
         self.args = args
         self.fut = fut
+        self.after = after
 
 
 _STOP = object()
@@ -127,10 +145,16 @@ class SqliteSpool(Spool):
         self._writer: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stopped: asyncio.Future[None] | None = None
-        self._queued = 0  # entries queued and not yet committed
-        self._depth = 0  # entries committed and not yet acked or dead-lettered
-        self._held = 0  # anonymous visitors' entries committed and held
+        # Entries waiting in the file (`_depth`) and held for anonymous visitors (`_held`):
+        # changed by the writer thread only, in commit order, and counted again from the
+        # file now and then (`_recount`), since other processes change them too.
+        self._depth = 0
+        self._held = 0
+        # Entries queued and not yet committed: changed on the event loop only. Between a
+        # commit and its settling an entry counts twice, which errs on the full side.
+        self._queued = 0
         self._held_queued = 0
+        self._recounted = 0.0  # time.monotonic() of the last recount asked by an append
         self._leases: dict[int, int] = {}  # seq -> lease expiry (epoch ms), this process's
         self._queue_rows = sql.Rows()
         self._held_rows = sql.Rows()
@@ -172,9 +196,8 @@ class SqliteSpool(Spool):
         # 6.7-6.9 µs of the writer's CPU per event against 7.4-8.2.
         conn.execute(f"PRAGMA mmap_size={_MMAP_BYTES}")
         conn.executescript(sql.SCHEMA)
-        self._depth = conn.execute("SELECT count(*) FROM events").fetchone()[0]
-        self._held = conn.execute("SELECT count(*) FROM held").fetchone()[0]
         self._conn = conn
+        self._recount()
 
     async def close(self) -> None:
         """Commit everything already appended, then close the file."""
@@ -190,13 +213,16 @@ class SqliteSpool(Spool):
         await asyncio.shield(self._stopped)
         self._writer.join()
 
-    async def _run(self, fn: Callable[..., T], *args: Any) -> T:
+    async def _run(
+        self, fn: Callable[..., T], *args: Any, after: Callable[[T], None] | None = None
+    ) -> T:
         """Run `fn(*args)` on the writer thread; if it began a transaction, it is committed
-        there (rolled back if `fn` raised). sqlite3 errors come out as SpoolError."""
+        there (rolled back if `fn` raised), and then `after(result)` runs there too.
+        sqlite3 errors come out as SpoolError."""
         if self._closed or self._loop is None:
             raise SpoolError("spool is closed")
         fut: asyncio.Future[T] = self._loop.create_future()
-        self._put(_Call(fn, args, fut))
+        self._put(_Call(fn, args, fut, after))
         return await fut
 
     def _put(self, item: _Append | _Call) -> None:
@@ -205,9 +231,37 @@ class SqliteSpool(Spool):
             raise SpoolError("spool writer is not running")
         self._jobs.put(item)
 
-    async def _sql(self, fn: Callable[..., T], *args: Any) -> T:
+    async def _sql(
+        self, fn: Callable[..., T], *args: Any, after: Callable[[T], None] | None = None
+    ) -> T:
         """`_run` one of `sqlite_sql`'s transactions, which take the connection first."""
-        return await self._run(lambda: fn(self._conn, *args))
+        return await self._run(lambda: fn(self._conn, *args), after=after)
+
+    # -- counts --------------------------------------------------------------------------
+
+    def _recount(self) -> None:
+        """On the writer thread (or before it starts): the counts, from the file."""
+        assert self._conn is not None
+        self._depth = self._conn.execute("SELECT count(*) FROM events").fetchone()[0]
+        self._held = self._conn.execute("SELECT count(*) FROM held").fetchone()[0]
+
+    def _adjust(self, depth: int, held: int = 0) -> None:
+        """On the writer thread, after a commit: what it changed."""
+        self._depth += depth
+        self._held += held
+
+    def _counted(self, held: bool) -> int:
+        """Entries in the file and on their way there: held ones, or the queue's."""
+        return self._held + self._held_queued if held else self._depth + self._queued
+
+    async def _still_full(self, held: bool, more: int) -> bool:
+        """Whether `more` entries, which the counts say would pass the bound, still would by
+        the file's counts (counted again at most every _RECOUNT_WHEN_FULL_S)."""
+        if time.monotonic() - self._recounted < _RECOUNT_WHEN_FULL_S:
+            return True
+        self._recounted = time.monotonic()
+        await self._run(self._recount)
+        return self._counted(held) + more > self.max_events
 
     # -- the writer thread ---------------------------------------------------------------
 
@@ -215,14 +269,16 @@ class SqliteSpool(Spool):
         conn, loop, stopped = self._conn, self._loop, self._stopped
         assert conn is not None and loop is not None and stopped is not None
         waiting: collections.deque[_Append | _Call | object] = collections.deque()
-        last_prune = time.monotonic()
+        next_prune = next_recount = time.monotonic() + min(_PRUNE_EVERY_S, _RECOUNT_EVERY_S)
         while True:
-            if not waiting:
-                waiting.append(self._jobs.get())
+            if not waiting:  # idle: wait for work, or until the next upkeep is due
+                with contextlib.suppress(queue.Empty):
+                    due = min(next_prune, next_recount) - time.monotonic()
+                    waiting.append(self._jobs.get(timeout=max(due, 0.0)))
             with contextlib.suppress(queue.Empty):
                 while True:
                     waiting.append(self._jobs.get_nowait())
-            item = waiting.popleft()
+            item = waiting.popleft() if waiting else None
             if item is _STOP:
                 break
             if isinstance(item, _Append):
@@ -232,21 +288,36 @@ class SqliteSpool(Spool):
                     group.append(waiting.popleft())  # type: ignore[arg-type]
                 try:
                     results, error = self._transaction(conn, self._write_group, (group,)), None
+                    for job, stored in zip(group, results, strict=True):
+                        if job.per_visitor is None:
+                            self._depth += sum(stored)
+                        else:
+                            self._held += sum(stored) - job.dropped
                 except BaseException as exc:  # every waiter hears of it; the writer goes on
                     results, error = None, exc
                 loop.call_soon_threadsafe(self._settle, group, results, error)
             elif isinstance(item, _Call):
                 try:
                     result, error = self._transaction(conn, item.fn, item.args), None
+                    if item.after is not None:
+                        item.after(result)
                 except BaseException as exc:
                     result, error = None, exc
                 loop.call_soon_threadsafe(_resolve, item.fut, result, error)
-            if time.monotonic() - last_prune > _PRUNE_EVERY_S:
-                last_prune = time.monotonic()
+            now = time.monotonic()
+            if now >= next_recount:
+                next_recount = now + _RECOUNT_EVERY_S
                 try:
-                    self._transaction(conn, self._prune_seen, (int(time.time() * 1000),))
+                    self._recount()
+                except sqlite3.Error as exc:
+                    log.warning("counting the spool's entries failed: %s", exc)
+            if now >= next_prune:
+                pruned = 0
+                try:
+                    pruned = self._transaction(conn, self._prune_seen, (int(time.time() * 1000),))
                 except SpoolError as exc:
                     log.warning("pruning expired messageIds failed: %s", exc)
+                next_prune = now + (_PRUNE_AGAIN_S if pruned >= _PRUNE_ROWS else _PRUNE_EVERY_S)
         conn.close()
         self._conn = None
         loop.call_soon_threadsafe(_resolve, stopped, None, None)
@@ -282,10 +353,6 @@ class SqliteSpool(Spool):
             return
         self.commits += 1
         for a, stored in zip(group, results, strict=True):
-            if a.per_visitor is None:
-                self._depth += sum(stored)
-            else:
-                self._held += sum(stored) - a.dropped
             _resolve(a.fut, stored, None)
 
     # -- ingest: group commit ------------------------------------------------------------
@@ -295,9 +362,10 @@ class SqliteSpool(Spool):
             return []
         if self._closed or self._loop is None:
             raise SpoolError("spool is closed")
-        if self._depth + self._queued + len(entries) > self.max_events:
+        n = len(entries)
+        if self._counted(False) + n > self.max_events and await self._still_full(False, n):
             raise SpoolFull(
-                f"spool holds {self._depth + self._queued} events, its bound is {self.max_events}"
+                f"spool holds {self._counted(False)} events, its bound is {self.max_events}"
             )
         fut: asyncio.Future[list[bool]] = self._loop.create_future()
         self._put(_Append(entries, received_at, self._queue_rows, fut))
@@ -311,9 +379,10 @@ class SqliteSpool(Spool):
             return [], 0
         if self._closed or self._loop is None:
             raise SpoolError("spool is closed")
-        if self._held + self._held_queued + len(entries) > self.max_events:
+        n = len(entries)
+        if self._counted(True) + n > self.max_events and await self._still_full(True, n):
             raise SpoolFull(
-                f"spool holds {self._held + self._held_queued} anonymous events,"
+                f"spool holds {self._counted(True)} anonymous events,"
                 f" its bound is {self.max_events}"
             )
         fut: asyncio.Future[list[bool]] = self._loop.create_future()
@@ -414,15 +483,17 @@ class SqliteSpool(Spool):
                         (visitor, job.per_visitor),
                     ).rowcount
 
-    def _prune_seen(self, now: int) -> None:
+    def _prune_seen(self, now: int) -> int:
+        """Forget up to _PRUNE_ROWS messageIds claimed before the window; how many went."""
         cutoff = now - self._window
         assert self._conn is not None
         self._conn.execute("BEGIN IMMEDIATE")
-        self._conn.execute(
+        pruned: int = self._conn.execute(
             "DELETE FROM seen WHERE message_id IN"
             " (SELECT message_id FROM seen WHERE at < ? LIMIT ?)",
             (cutoff, _PRUNE_ROWS),
-        )
+        ).rowcount
+        return pruned
 
     # -- delivery side -------------------------------------------------------------------
 
@@ -472,9 +543,11 @@ class SqliteSpool(Spool):
         return held
 
     async def ack(self, seqs: Sequence[int]) -> None:
-        removed = await self._run(self._delete_sync, list(seqs), None)
-        self._depth -= removed
+        await self._run(self._delete_sync, list(seqs), None, after=self._removed)
         self._unlease(seqs)
+
+    def _removed(self, removed: int) -> None:
+        self._adjust(-removed)
 
     def _unlease(self, seqs: Sequence[int]) -> None:
         for seq in seqs:
@@ -515,8 +588,8 @@ class SqliteSpool(Spool):
     async def dead_letter(
         self, seqs: Sequence[int], reason: str, status: int | None, detail: str, now: int
     ) -> None:
-        removed = await self._run(self._delete_sync, list(seqs), (reason, status, detail, now))
-        self._depth -= removed
+        dead = (reason, status, detail, now)
+        await self._run(self._delete_sync, list(seqs), dead, after=self._removed)
         self._unlease(seqs)
 
     # -- reading -------------------------------------------------------------------------
@@ -528,9 +601,8 @@ class SqliteSpool(Spool):
         return await self._sql(sql.dead_letters, limit)
 
     async def replay(self, seqs: Sequence[int] | None = None, reason: str | None = None) -> int:
-        moved = await self._sql(sql.replay, seqs, reason, int(time.time() * 1000))
-        self._depth += moved
-        return moved
+        now = int(time.time() * 1000)
+        return await self._sql(sql.replay, seqs, reason, now, after=self._adjust)
 
     async def purge(self, seqs: Sequence[int] | None = None, reason: str | None = None) -> int:
         return await self._sql(sql.purge, seqs, reason)
@@ -580,14 +652,16 @@ class SqliteSpool(Spool):
         release: Sequence[int] = (),
         entries: Sequence[EntryLike] = (),
     ) -> None:
-        released = await self._sql(sql.identify, visitor, contact, now, release, entries)
-        self._held -= released
-        self._depth += len(entries)
+        await self._sql(
+            sql.identify, visitor, contact, now, release, entries,
+            after=lambda released: self._adjust(len(entries), -released),
+        )  # fmt: skip
 
     async def contact_of(self, visitor: str, since: int) -> bytes | None:
         return await self._sql(sql.contact_of, visitor, since)
 
     async def expire_held(self, held_before: int, visitors_before: int) -> int:
-        expired = await self._sql(sql.expire_held, held_before, visitors_before)
-        self._held -= expired
-        return expired
+        return await self._sql(
+            sql.expire_held, held_before, visitors_before,
+            after=lambda expired: self._adjust(0, -expired),
+        )  # fmt: skip

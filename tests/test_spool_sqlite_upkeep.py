@@ -1,0 +1,99 @@
+"""The SQLite spool over time and across processes: counts that other processes change,
+expired messageIds forgotten at any rate, and a stuck key that must not stop the others."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from collector.errors import SpoolFull
+from collector.spool import sqlite as sqlite_module
+from collector.spool.sqlite import SqliteSpool
+
+from .test_spool_contract import T0, Entry
+
+WINDOW_MS = 60_000
+
+
+def entries(prefix: str, n: int, key: str | None = None) -> list[Entry]:
+    return [Entry(f"{prefix}{i}", key=key or f"contact:{prefix}{i}") for i in range(n)]
+
+
+async def test_a_bound_freed_by_another_process_takes_events_again(tmp_path: Path) -> None:
+    # `collector serve --no-forward` beside `collector forward`: the forwarder's process
+    # delivers (acks) what the serving process appended, in the same file.
+    path = str(tmp_path / "spool.db")
+    serve = SqliteSpool(path, max_events=5, dedup_window_ms=WINDOW_MS)
+    forward = SqliteSpool(path, max_events=5, dedup_window_ms=WINDOW_MS)
+    await serve.open()
+    await forward.open()
+    try:
+        assert await serve.append(entries("a", 5), T0) == [True] * 5
+        with pytest.raises(SpoolFull):
+            await serve.append(entries("b", 1), T0)
+        leased = await forward.lease(10, 60_000, T0)
+        await forward.ack([r.seq for r in leased])
+        assert (await forward.stats()).depth == 0
+        # The next append may fall within a second of the refused one, which already had
+        # the file counted: a later one must get in.
+        await asyncio.sleep(sqlite_module._RECOUNT_WHEN_FULL_S)
+        assert await serve.append(entries("c", 5), T0) == [True] * 5
+        with pytest.raises(SpoolFull):
+            await serve.append(entries("d", 1), T0)
+    finally:
+        await forward.close()
+        await serve.close()
+
+
+async def test_entries_replayed_by_another_process_count_against_the_bound(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # `collector spool replay` moves dead letters back while `collector serve` runs.
+    monkeypatch.setattr(sqlite_module, "_RECOUNT_EVERY_S", 0.05)
+    path = str(tmp_path / "spool.db")
+    serve = SqliteSpool(path, max_events=5, dedup_window_ms=WINDOW_MS)
+    await serve.open()
+    try:
+        await serve.append(entries("a", 3), T0)
+        leased = await serve.lease(10, 60_000, T0)
+        await serve.dead_letter([r.seq for r in leased], "rejected", 400, "bad", T0)
+        cli = SqliteSpool(path, max_events=5, dedup_window_ms=WINDOW_MS)
+        await cli.open()
+        assert await cli.replay() == 3
+        await cli.close()
+        await asyncio.sleep(0.3)  # the writer counts again, even with nothing else to do
+        with pytest.raises(SpoolFull):
+            await serve.append(entries("b", 3), T0)
+        assert await serve.append(entries("c", 2), T0) == [True, True]
+    finally:
+        await serve.close()
+
+
+def claims(path: str) -> int:
+    with sqlite3.connect(path) as conn:
+        count: int = conn.execute("SELECT count(*) FROM seen").fetchone()[0]
+        return count
+
+
+async def test_expired_message_ids_are_forgotten_faster_than_they_come(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # One prune pass takes a bounded number of claims; a backlog must not wait a whole
+    # period per pass, and an idle writer must still prune.
+    monkeypatch.setattr(sqlite_module, "_PRUNE_EVERY_S", 0.5)
+    monkeypatch.setattr(sqlite_module, "_PRUNE_AGAIN_S", 0.01)
+    monkeypatch.setattr(sqlite_module, "_PRUNE_ROWS", 100)
+    path = str(tmp_path / "spool.db")
+    spool = SqliteSpool(path, max_events=10_000, dedup_window_ms=1)
+    await spool.open()
+    try:
+        for i in range(10):
+            await spool.append(entries(f"m{i}-", 200), T0)
+        assert claims(path) == 2000
+        await asyncio.sleep(1.2)  # nothing else asked of the writer meanwhile
+        assert claims(path) == 0
+    finally:
+        await spool.close()
