@@ -97,3 +97,31 @@ async def test_expired_message_ids_are_forgotten_faster_than_they_come(
         assert claims(path) == 0
     finally:
         await spool.close()
+
+
+async def test_a_key_stuck_in_retries_with_a_long_queue_does_not_stop_the_others(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A lease walks a bounded number of waiting entries; here one key's entries fill more
+    # than that bound, and its first one waits five minutes for a retry.
+    monkeypatch.setattr(sqlite_module, "_LEASE_SCAN", 100)
+    spool = SqliteSpool(str(tmp_path / "spool.db"), max_events=10_000, dedup_window_ms=WINDOW_MS)
+    await spool.open()
+    try:
+        await spool.append(entries("a", 250, key="contact:stuck"), T0)
+        await spool.append(entries("b", 1, key="contact:other"), T0)
+        [head] = await spool.lease(10, 60_000, T0)
+        await spool.release([head.seq], T0 + 300_000)
+        handed: list[str] = []
+        for _ in range(5):  # the forwarder asks again after each empty lease
+            handed += [r.key for r in await spool.lease(10, 60_000, T0 + 1000)]
+        assert handed == ["contact:other"]
+        # The prefix is forgotten once the stuck key's retry is due: its head goes again.
+        [again] = await spool.lease(10, 60_000, T0 + 300_000)
+        assert (again.seq, again.attempts) == (head.seq, 1)
+        # Once its head is a dead letter, the stuck key's next entry goes.
+        await spool.dead_letter([again.seq], "rejected", 400, "bad", T0 + 300_000)
+        [following] = await spool.lease(10, 60_000, T0 + 300_000)
+        assert (following.key, following.message_id) == ("contact:stuck", "a1")
+    finally:
+        await spool.close()

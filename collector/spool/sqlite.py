@@ -48,8 +48,10 @@ _RECOUNT_EVERY_S = 60.0
 # When the counts say the spool is full, an append has them counted again first, at most
 # this often: the entries that another process delivered no longer count.
 _RECOUNT_WHEN_FULL_S = 1.0
-# A lease looks at most this many waiting entries for key heads.
+# A lease looks at most this many waiting entries for key heads, after the blocked prefix
+# (see `_lease_sync`), which remembers at most _BLOCKED_KEYS keys.
 _LEASE_SCAN = 100_000
+_BLOCKED_KEYS = 10_000
 # A group commit stops taking more requests once their bodies reach this many bytes:
 # SQLite refuses a blob over 1 GB, and a writer that fell behind should not try to catch
 # up in one transaction.
@@ -116,6 +118,7 @@ class _Call:
 
 
 _STOP = object()
+_FOREVER = 1 << 62
 
 
 def _join(metas: Sequence[bytes]) -> bytes:
@@ -156,6 +159,10 @@ class SqliteSpool(Spool):
         self._held_queued = 0
         self._recounted = 0.0  # time.monotonic() of the last recount asked by an append
         self._leases: dict[int, int] = {}  # seq -> lease expiry (epoch ms), this process's
+        # The blocked prefix: (last seq, keys, until): every waiting entry up to that seq
+        # is of one of these keys, whose first entries wait for a retry until `until` at
+        # least. Writer thread only.
+        self._blocked: tuple[int, set[str], int] | None = None
         self._queue_rows = sql.Rows()
         self._held_rows = sql.Rows()
         self._closed = False
@@ -506,23 +513,49 @@ class SqliteSpool(Spool):
         # linear, but it stops once `limit` heads are found or _LEASE_SCAN rows are seen.
         # Leases live in this process, not in the file: a lease is only ever reset when
         # its forwarder dies, so writing (and fsyncing) it would buy nothing.
+        #
+        # The walk starts after the blocked prefix: the entries at the front whose keys all
+        # wait for a retry. Without it, one key stuck in retries with _LEASE_SCAN entries
+        # behind its head would stop every other key for as long as its retries last.
+        # The prefix grows with each walk, and is forgotten when its first retry is due or
+        # an entry in it is deleted or released.
         conn = self._conn
         assert conn is not None
         leases = self._leases
-        seen_keys: set[str] = set()
+        after, until = 0, _FOREVER
+        blocked_keys: set[str] = set()
+        if self._blocked is not None and now < self._blocked[2]:
+            after, blocked_keys, until = self._blocked
+        seen_keys = set(blocked_keys)
+        growing = True  # every entry walked so far is of a blocked key
         chosen: list[int] = []
         cur = conn.execute(
-            "SELECT seq, key, not_before FROM events ORDER BY seq LIMIT ?", (_LEASE_SCAN,)
+            "SELECT seq, key, not_before FROM events WHERE seq > ? ORDER BY seq LIMIT ?",
+            (after, _LEASE_SCAN),
         )
         for seq, key, not_before in cur:
             if key in seen_keys:
+                if growing:
+                    if key in blocked_keys:
+                        after = seq
+                    else:
+                        growing = False
                 continue
             seen_keys.add(key)
-            if not_before <= now and leases.get(seq, 0) <= now:
+            if not_before > now:  # the key's first entry waits for its retry
+                if growing and len(blocked_keys) < _BLOCKED_KEYS:
+                    blocked_keys.add(key)
+                    after, until = seq, min(until, not_before)
+                else:
+                    growing = False
+                continue
+            growing = False
+            if leases.get(seq, 0) <= now:
                 chosen.append(seq)
                 if len(chosen) == limit:
                     break
         cur.close()
+        self._blocked = (after, blocked_keys, until) if blocked_keys else None
         records = []
         for seq in chosen:
             leases[seq] = now + lease_ms
@@ -553,9 +586,15 @@ class SqliteSpool(Spool):
         for seq in seqs:
             self._leases.pop(seq, None)
 
+    def _changed(self, seqs: Sequence[int]) -> None:
+        """On the writer thread: these entries are deleted or wait anew."""
+        if self._blocked is not None and seqs and min(seqs) <= self._blocked[0]:
+            self._blocked = None
+
     def _delete_sync(self, seqs: list[int], dead: tuple[str, int | None, str, int] | None) -> int:
         conn = self._conn
         assert conn is not None
+        self._changed(seqs)
         conn.execute("BEGIN IMMEDIATE")  # committed by _run, off the event loop
         removed = 0
         for start, size in sql.chunks(len(seqs)):
@@ -574,6 +613,7 @@ class SqliteSpool(Spool):
     async def release(self, seqs: Sequence[int], not_before: int) -> None:
         def work() -> None:
             assert self._conn is not None
+            self._changed(seqs)
             self._conn.execute("BEGIN IMMEDIATE")
             for start, size in sql.chunks(len(seqs)):
                 self._conn.execute(
