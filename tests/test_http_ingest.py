@@ -92,6 +92,30 @@ async def test_bad_event_in_batch_does_not_harm_the_good_ones(collector: Running
     assert keys == ["visitor0@example.com", "visitor2@example.com"]
 
 
+async def test_an_integer_past_64_bits_gets_one_verdict_whatever_is_beside_it(
+    collector: Running,
+) -> None:
+    # The plain body is read into structs, one with an unknown field by orjson: orjson reads
+    # such an integer as a float, and both readings must judge the event the same.
+    event = (
+        b'{"type":"productViewed","messageId":"big-%d","contact":{"email":"a@b.co"},'
+        b'"properties":{"productId":"p","price":99999999999999999999}}'
+    )
+    typo = b'{"type":"pageViewed","contakt":{}}'
+    replies = []
+    for n, body in enumerate((event, b'{"batch":[%s,%s]}' % (event, typo))):
+        async with collector.http.post(
+            collector.url + "/v1/events", data=body % n, headers=collector.auth()
+        ) as resp:
+            replies.append((resp.status, (await resp.json())["accepted"]))
+    assert replies == [(200, 1), (200, 1)]
+    products = [
+        next(orjson.loads(p["value"]) for p in body["params"] if p["name"] == "product")
+        for body in await stored_bodies(collector)
+    ]
+    assert [p["price"] for p in products] == [1e20, 1e20]
+
+
 async def test_nothing_accepted_is_a_400_with_every_reason(collector: Running) -> None:
     status, reply = await collector.post("/v1/events", {"type": "pageViewed", "contact": {}})
     assert status == 400
