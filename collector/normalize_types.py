@@ -509,5 +509,11 @@ def split_params(params: list[Any], type_name: str, errors: Errors) -> YespoPara
             extra.append((name, value))
         else:
             props[name] = value
+            overrides[name] = path
+    for name, _ in extra:  # given before `product`, which holds it too
+        if name in props:
+            errors.append(
+                FieldError(f"params.{name}", f"is given twice (also as {overrides[name]})")
+            )
 
     return YespoParams(raw_contact, contact_paths, props, overrides, extra)

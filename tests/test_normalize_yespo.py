@@ -59,6 +59,8 @@ def errors(raw: object) -> list[FieldError]:
 
 
 PAGE = ("page", '{"location":"https://example.com"}')
+CATEGORY = ("category", '{"productCategoryId":"a"}')
+PRODUCT_RED = '{"productId":"A","price":1,"color":["red"]}'
 ORDER = [
     ("externalOrderId", "1"),
     ("totalCost", "990"),
@@ -297,6 +299,38 @@ INVALID: list[Any] = [
         id="order-only-contact-id",
     ),
     pytest.param(body("Wishlist", ("blob", "x" * 20_000)), "params", "20,000", id="body-too-big"),
+    # A property given both inside a packed param and as a param of its own is an error
+    # whichever comes first, and the message names the other copy.
+    pytest.param(
+        body("productViewed", ("product", '{"productId":"A","price":1}'), ("price", "2")),
+        "params.price",
+        "also as params.product.price",
+        id="product-price-twice-after",
+    ),
+    pytest.param(
+        body("productViewed", ("price", "2"), ("product", '{"productId":"A","price":1}')),
+        "params.price",
+        "also as params.product.price",
+        id="product-price-twice-before",
+    ),
+    pytest.param(
+        body("productViewed", ("color", "red"), ("product", PRODUCT_RED)),
+        "params.color",
+        "also as params.product.color",
+        id="product-extra-twice-before",
+    ),
+    pytest.param(
+        body("pageViewed", ("location", "https://y.example"), PAGE),
+        "params.page.location",
+        "also as params.location",
+        id="page-location-twice-before",
+    ),
+    pytest.param(
+        body("productCategoryViewed", ("productCategoryId", "b"), CATEGORY),
+        "params.category.productCategoryId",
+        "also as params.productCategoryId",
+        id="category-id-twice-before",
+    ),
 ]
 
 
