@@ -318,13 +318,13 @@ def _parse_datetime(value: str) -> datetime.datetime | None:
 
 
 def _epoch_ms_problem(value: Number) -> str | None:
-    if MIN_EPOCH_MS < value < MAX_EPOCH_MS:
+    if MIN_EPOCH_MS <= value < MAX_EPOCH_MS:
         return None
     if isinstance(value, float) and not math.isfinite(value):
         return f"must be a finite number, got {value!r}"
     hint = (
         "; it looks like seconds: multiply by 1000"
-        if MIN_EPOCH_MS / 1000 < value < MAX_EPOCH_MS / 1000
+        if MIN_EPOCH_MS / 1000 <= value < MAX_EPOCH_MS / 1000
         else ""
     )
     return (
@@ -353,7 +353,7 @@ def epoch_ms(value: object, path: str, errors: Errors) -> int | None:
         ms = (parsed - _EPOCH) // _MS
     except OverflowError:
         ms = 0
-    if not MIN_EPOCH_MS < ms < MAX_EPOCH_MS:
+    if not MIN_EPOCH_MS <= ms < MAX_EPOCH_MS:
         errors.append(
             FieldError(path, f"must be between the years 2000 and 2100, got {describe(value)}")
         )

@@ -151,6 +151,11 @@ def test_message_id_given_is_kept_and_marked_as_the_clients() -> None:
         ("2020-05-14T10:11:00.123456Z", 1589451060123),
         (1589451060000, 1589451060000),
         (1589451060000.9, 1589451060000),
+        # the first and last moments of the window (2000 to 2099), in both forms
+        ("2000-01-01T00:00:00Z", 946_684_800_000),
+        (946_684_800_000, 946_684_800_000),
+        ("2099-12-31T23:59:59.999Z", 4_102_444_799_999),
+        (4_102_444_799_999, 4_102_444_799_999),
     ],
 )
 def test_timestamp_becomes_epoch_ms(timestamp: object, ms: int) -> None:

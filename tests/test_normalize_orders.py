@@ -76,6 +76,8 @@ def order_event(rules: Rules = RULES, **props: Any) -> dict[str, str]:
         ("2020-05-14 10:11", "2020-05-14T10:11:00"),
         ("2020-05-14", "2020-05-14T00:00:00"),
         (1589451060000, "2020-05-14T10:11:00"),  # epoch milliseconds
+        (946_684_800_000, "2000-01-01T00:00:00"),  # the window's first moment, both forms
+        ("2000-01-01T00:00:00Z", "2000-01-01T00:00:00"),
     ],
 )
 def test_order_date_is_written_as_yespo_wants_it(date: object, expected: str) -> None:
