@@ -78,7 +78,8 @@ class RetryPolicy:
         ceiling: int = min(self.max_delay_ms, self.base_ms << doublings)
         delay = ceiling // 2 + int(rand * (ceiling - ceiling // 2))
         if retry_after_s is not None:
-            delay = max(delay, int(retry_after_s * 1000))
+            # Never past the entry's whole life: it expires by then anyway.
+            delay = max(delay, int(min(retry_after_s * 1000, self.max_age_ms)))
         return delay
 
     def expired(self, received_at: int, now: int) -> bool:
@@ -166,6 +167,7 @@ class Forwarder:
         self._clock = clock
         self._rand = rand
         self._wake = asyncio.Event()
+        self._stopped = asyncio.Event()  # set by stop() only: the probe's wait ends on it
         self._stopping = False
         self._stop_timeout = 10.0
         self._done = _Outcomes()
@@ -235,6 +237,7 @@ class Forwarder:
         """Ask `run()` to stop leasing and give in-flight sends `timeout_s` to finish."""
         self._stop_timeout = timeout_s
         self._stopping = True
+        self._stopped.set()
         self._wake.set()
 
     async def _drain(self) -> None:
@@ -327,23 +330,33 @@ class Forwarder:
         self._done.retry.append((record.seq, now + delay))
 
     async def _flush(self) -> None:
+        """Write the outcomes collected so far. What a failed write leaves unwritten stays
+        for the next flush: an entry Yespo took must not go again when its lease ends."""
         if not self._done:
             return
         done, self._done = self._done, _Outcomes()
-        if done.ack:
-            await self.spool.ack(done.ack)
-        by_time: dict[int, list[int]] = {}
-        for seq, not_before in done.retry:
-            by_time.setdefault(not_before, []).append(seq)
-        for not_before, seqs in by_time.items():
-            await self.spool.release(seqs, not_before)
-        now = self._clock()
-        for seq, reason, status, detail in done.dead:
-            await self.spool.dead_letter([seq], reason, status, detail, now)
-            if self.metrics is not None:
-                self.metrics.dead_lettered.labels(reason).inc()
-        if self.metrics is not None and done.ack:
-            self.metrics.sent.inc(len(done.ack))
+        try:
+            if done.ack:
+                await self.spool.ack(done.ack)
+                if self.metrics is not None:
+                    self.metrics.sent.inc(len(done.ack))
+                done.ack = []
+            while done.retry:
+                not_before = done.retry[0][1]
+                seqs = [seq for seq, at in done.retry if at == not_before]
+                await self.spool.release(seqs, not_before)
+                done.retry = [(seq, at) for seq, at in done.retry if at != not_before]
+            now = self._clock()
+            while done.dead:
+                seq, reason, status, detail = done.dead[0]
+                await self.spool.dead_letter([seq], reason, status, detail, now)
+                if self.metrics is not None:
+                    self.metrics.dead_lettered.labels(reason).inc()
+                del done.dead[0]
+        finally:  # sends that settled meanwhile are in self._done already: these go first
+            self._done.ack[:0] = done.ack
+            self._done.retry[:0] = done.retry
+            self._done.dead[:0] = done.dead
 
     # -- pause on a bad key --------------------------------------------------------------
 
@@ -362,8 +375,12 @@ class Forwarder:
             self.metrics.forwarder_paused.set(0)
 
     async def _probe(self) -> None:
-        """While paused: wait, then send one entry to learn whether the key works again."""
-        await self._sleep(self._probe_wait)
+        """While paused: wait, then send one entry to learn whether the key works again.
+
+        The wait ends early only for stop(): new events must not make Yespo hear the bad
+        key more often than the probe's schedule says."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stopped.wait(), self._probe_wait / 1000)
         if self._stopping:
             return
         self._probe_wait = min(self._probe_wait * 2, self.probe_ms[1])

@@ -9,7 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import datetime
+import email.utils
 import enum
+import math
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -59,15 +63,23 @@ def classify(status: int | None, body: str) -> Outcome:
     return Outcome.REJECTED
 
 
-def retry_after_seconds(value: str | None) -> float | None:
-    """Retry-After as seconds; the HTTP-date form is rare from APIs and read as absent."""
+def retry_after_seconds(value: str | None, now: float | None = None) -> float | None:
+    """Retry-After as seconds from `now` (epoch seconds, default the clock): a number of
+    seconds or an HTTP date (RFC 9110). None when absent or unusable (not finite, negative,
+    not a date); a date in the past is 0."""
     if not value:
         return None
     try:
         seconds = float(value)
     except ValueError:
-        return None
-    return seconds if seconds >= 0 else None
+        try:
+            when = email.utils.parsedate_to_datetime(value)
+        except (TypeError, ValueError, IndexError):
+            return None
+        if when.tzinfo is None:  # "-0000": UTC, as RFC 5322 reads it
+            when = when.replace(tzinfo=datetime.UTC)
+        return max(0.0, when.timestamp() - (time.time() if now is None else now))
+    return seconds if 0 <= seconds < math.inf else None
 
 
 def failed_order_ids(body: str) -> dict[str, str] | None:

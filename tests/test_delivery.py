@@ -14,6 +14,7 @@ from typing import Any
 import orjson
 import pytest
 
+from collector.errors import SpoolError
 from collector.forward import Forwarder
 from collector.spool import Spool
 from collector.standin import StandIn
@@ -192,6 +193,49 @@ async def test_wrong_key_pauses_delivery_loses_nothing_and_resumes(tmp_path: Pat
 
 async def _paused(c: Running) -> bool:
     return forwarder(c).paused
+
+
+async def test_a_wrong_key_is_probed_on_schedule_however_many_events_come(
+    tmp_path: Path,
+) -> None:
+    async with pipeline(tmp_path) as (c, standin):
+        forwarder(c).probe_ms = (500, 500)
+        standin.api_key = "rotated"
+        await send(c, [page_view(0)])
+        await eventually(lambda: _paused(c))
+        started = time.monotonic()
+        for n in range(1, 41):  # a shop keeps sending: each append wakes the forwarder
+            await send(c, [page_view(n)])
+            await asyncio.sleep(0.05)
+        elapsed = time.monotonic() - started
+        refused = standin.stats()["requests"]["/api/v1/event"]["401"]
+        # the first refusal, then one probe per 0.5 s (and one that may be on its way)
+        assert refused <= 2 + elapsed / 0.5, (refused, elapsed)
+        assert (await spool(c).stats()).depth == 41
+
+
+async def test_outcomes_a_failed_spool_write_left_are_written_later_not_sent_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with pipeline(tmp_path) as (c, standin):
+        f = forwarder(c)
+        f.lease_ms = 1000  # a lost outcome would show as a second send within the test
+        real_ack = f.spool.ack
+        failures = []
+
+        async def ack_failing_once(seqs: list[int]) -> None:
+            if not failures:
+                failures.append(list(seqs))
+                raise SpoolError("database is locked")
+            await real_ack(seqs)
+
+        monkeypatch.setattr(f.spool, "ack", ack_failing_once)
+        await send(c, [page_view(n) for n in range(20)])
+        await eventually(lambda: _depth_is(c, 0))
+        await asyncio.sleep(1.5)  # past the lease: nothing goes twice
+        assert failures
+        counts = key_values(standin)
+        assert len(counts) == 20 and set(counts.values()) == {1}, counts
 
 
 async def test_rejected_events_are_dead_lettered_and_replay_delivers_them(tmp_path: Path) -> None:

@@ -1,0 +1,40 @@
+"""The forwarder's pure parts: reading Retry-After, and the retry delay it floors."""
+
+from __future__ import annotations
+
+import email.utils
+
+import pytest
+
+from collector.forward import RetryPolicy
+from collector.yespo import retry_after_seconds
+
+NOW = 1_790_000_000.0  # epoch seconds
+
+
+@pytest.mark.parametrize(
+    ("header", "seconds"),
+    [
+        ("120", 120.0),
+        ("0", 0.0),
+        ("1.5", 1.5),
+        (email.utils.formatdate(NOW + 120, usegmt=True), 120.0),  # the HTTP-date form
+        (email.utils.formatdate(NOW - 60, usegmt=True), 0.0),  # a date gone by: now
+        ("Wed, 21 Oct 2015 07:28:00 GMT", 0.0),
+    ],
+)
+def test_retry_after_is_read_in_both_forms(header: str, seconds: float) -> None:
+    assert retry_after_seconds(header, now=NOW) == pytest.approx(seconds)
+
+
+@pytest.mark.parametrize("header", [None, "", "-1", "soon", "inf", "nan", "1e400", "Wed, 99"])
+def test_unusable_retry_after_is_read_as_absent(header: str | None) -> None:
+    assert retry_after_seconds(header, now=NOW) is None
+
+
+def test_retry_after_floors_the_delay_but_never_past_an_entrys_life() -> None:
+    policy = RetryPolicy(base_ms=1000, max_delay_ms=300_000, max_age_ms=3_600_000)
+    assert policy.delay_ms(1, None, 0.0) == 500  # equal jitter: half the ceiling at least
+    assert policy.delay_ms(1, 120.0, 0.0) == 120_000
+    # a huge Retry-After (a proxy's 1e17) must still make a delay SQLite can store
+    assert policy.delay_ms(1, 1e17, 0.0) == 3_600_000
