@@ -219,7 +219,15 @@ class Forwarder:
                 # Tokens first, then the lease: an entry never waits for the rate limit
                 # while leased, so its lease cannot run out before it is sent.
                 tokens = await self._limiter.reserve(free)
-                records = await self.spool.lease(tokens, self.lease_ms, self._clock())
+                now = self._clock()
+                records = await self.spool.lease(tokens, self.lease_ms, now)
+                orders = sum(1 for r in records if r.kind == "order")
+                if 0 < orders < MAX_ORDERS_PER_REQUEST:
+                    # A token pays for a request, and one request takes up to 1000 orders:
+                    # fill it with the orders waiting behind.
+                    records += await self.spool.lease(
+                        MAX_ORDERS_PER_REQUEST - orders, self.lease_ms, now, kind="order"
+                    )
             except SpoolError as exc:
                 log.error("spool unavailable to the forwarder, retrying in 1 s: %s", exc)
                 await self._sleep(1000)

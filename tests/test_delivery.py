@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import time
 from collections import Counter
@@ -261,32 +262,47 @@ async def _dead_count_is(c: Running, n: int) -> bool:
     return (await spool(c).stats()).dead == n
 
 
+BASIC = {"Authorization": "Basic " + base64.b64encode(b"u:test-key").decode()}
+
+
+def add_order(n: int) -> dict[str, Any]:
+    """An order in Yespo's Add-orders form."""
+    return {
+        "externalOrderId": f"A-{n}",
+        "externalCustomerId": f"cust-{n}",
+        "totalCost": 5,
+        "status": "DELIVERED",
+        "date": "2026-11-23T10:00:00",
+        "email": f"o{n}@example.com",
+    }
+
+
 async def test_orders_from_add_orders_endpoint_go_to_add_orders_in_batches(
     tmp_path: Path,
 ) -> None:
-    import base64
-
-    auth = {"Authorization": "Basic " + base64.b64encode(b"u:test-key").decode()}
-
-    def order(n: int) -> dict[str, Any]:
-        return {
-            "externalOrderId": f"A-{n}",
-            "externalCustomerId": f"cust-{n}",
-            "totalCost": 5,
-            "status": "DELIVERED",
-            "date": "2026-11-23T10:00:00",
-            "email": f"o{n}@example.com",
-        }
-
     async with pipeline(tmp_path) as (c, standin):
         status, reply = await c.post(
-            "/api/v1/orders", {"orders": [order(n) for n in range(30)]}, headers=auth
+            "/api/v1/orders", {"orders": [add_order(n) for n in range(30)]}, headers=BASIC
         )
         assert (status, reply["failedOrders"]) == (200, [])
         await standin.wait_for_orders(30)
         assert set(standin.latest_orders) == {f"A-{n}" for n in range(30)}
         requests = standin.stats()["requests"]["/api/v1/orders"]["200"]
         assert requests < 30  # batched, not one request per order
+
+
+async def test_a_backlog_of_orders_goes_in_requests_of_up_to_1000(tmp_path: Path) -> None:
+    # At the default rate ceiling (200 requests/s) a token burst is 20 leases; a request to
+    # Add orders must still carry up to 1000 orders.
+    async with pipeline(tmp_path, yespo_max_rps=200) as (c, standin):
+        for start in (0, 1000):
+            batch = [add_order(n) for n in range(start, start + 1000)]
+            status, reply = await c.post("/api/v1/orders", {"orders": batch}, headers=BASIC)
+            assert (status, reply["failedOrders"]) == (200, [])
+        await standin.wait_for_orders(2000)
+        await eventually(lambda: _depth_is(c, 0))
+        requests = standin.stats()["requests"]["/api/v1/orders"]["200"]
+        assert requests <= 6, requests  # 2 when each request is full
 
 
 async def test_dry_run_without_key_logs_yespo_form_and_acknowledges(

@@ -118,6 +118,22 @@ async def test_lease_hands_out_only_the_head_of_each_key(spool: Spool) -> None:
     assert [r.message_id for r in await spool.lease(10, 30_000, T0)] == ["a2"]
 
 
+async def test_lease_of_one_kind_takes_only_its_heads(spool: Spool) -> None:
+    await spool.append(
+        [
+            Entry("o1", key="order:1", kind="order"),
+            Entry("e1", key="contact:x"),
+            Entry("e2", key="order:2"),  # order 2's event goes before its order
+            Entry("o2", key="order:2", kind="order"),
+            Entry("o3", key="order:3", kind="order"),
+        ],
+        T0,
+    )
+    orders = await spool.lease(10, 30_000, T0, kind="order")
+    assert [r.message_id for r in orders] == ["o1", "o3"]
+    assert [r.message_id for r in await spool.lease(10, 30_000, T0)] == ["e1", "e2"]
+
+
 async def test_released_entry_holds_back_its_key_until_retry_time(spool: Spool) -> None:
     await spool.append([Entry("a1", key="A"), Entry("a2", key="A"), Entry("b1", key="B")], T0)
     leased = await spool.lease(10, 30_000, T0)

@@ -102,12 +102,15 @@ class Spool(abc.ABC):
         """
 
     @abc.abstractmethod
-    async def lease(self, limit: int, lease_ms: int, now: int) -> list[Record]:
+    async def lease(
+        self, limit: int, lease_ms: int, now: int, kind: str | None = None
+    ) -> list[Record]:
         """Hand out up to `limit` entries that may be sent now, oldest first.
 
         Only the head of each key is eligible, and only when it is not leased and not
         waiting for a retry. A lease expires after `lease_ms`; an expired lease makes the
-        entry eligible again (the sender of it crashed).
+        entry eligible again (the sender of it crashed). With `kind`, only heads of that
+        kind are handed out (orders, to fill a request to Add orders).
         """
 
     @abc.abstractmethod

@@ -70,10 +70,14 @@ class MemorySpool(Spool):
         self._rows[rec.seq] = _Row(rec)
         self._by_key.setdefault(rec.key, deque()).append(rec.seq)
 
-    async def lease(self, limit: int, lease_ms: int, now: int) -> list[Record]:
+    async def lease(
+        self, limit: int, lease_ms: int, now: int, kind: str | None = None
+    ) -> list[Record]:
         heads = []
         for seqs in self._by_key.values():
             row = self._rows[seqs[0]]
+            if kind is not None and row.record.kind != kind:
+                continue
             if row.lease_until <= now and row.not_before <= now:
                 heads.append(row)
         heads.sort(key=lambda r: r.record.seq)

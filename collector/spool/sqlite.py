@@ -504,10 +504,14 @@ class SqliteSpool(Spool):
 
     # -- delivery side -------------------------------------------------------------------
 
-    async def lease(self, limit: int, lease_ms: int, now: int) -> list[Record]:
-        return await self._run(self._lease_sync, limit, lease_ms, now)
+    async def lease(
+        self, limit: int, lease_ms: int, now: int, kind: str | None = None
+    ) -> list[Record]:
+        return await self._run(self._lease_sync, limit, lease_ms, now, kind)
 
-    def _lease_sync(self, limit: int, lease_ms: int, now: int) -> list[Record]:
+    def _lease_sync(
+        self, limit: int, lease_ms: int, now: int, kind: str | None = None
+    ) -> list[Record]:
         # Walk the waiting entries in append order and take each key's first one if it
         # may go now. Without a (key, seq) index (it would halve ingest speed) the walk is
         # linear, but it stops once `limit` heads are found or _LEASE_SCAN rows are seen.
@@ -530,10 +534,10 @@ class SqliteSpool(Spool):
         growing = True  # every entry walked so far is of a blocked key
         chosen: list[int] = []
         cur = conn.execute(
-            "SELECT seq, key, not_before FROM events WHERE seq > ? ORDER BY seq LIMIT ?",
+            "SELECT seq, key, not_before, kind FROM events WHERE seq > ? ORDER BY seq LIMIT ?",
             (after, _LEASE_SCAN),
         )
-        for seq, key, not_before in cur:
+        for seq, key, not_before, row_kind in cur:
             if key in seen_keys:
                 if growing:
                     if key in blocked_keys:
@@ -550,7 +554,7 @@ class SqliteSpool(Spool):
                     growing = False
                 continue
             growing = False
-            if leases.get(seq, 0) <= now:
+            if leases.get(seq, 0) <= now and (kind is None or row_kind == kind):
                 chosen.append(seq)
                 if len(chosen) == limit:
                     break
