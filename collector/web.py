@@ -218,6 +218,11 @@ class Web:
             reply = await self.visitors.take(batch, anonymous_id)
         except RequestError as exc:
             self.metrics.refused_requests.labels("web", str(exc.status_code)).inc()
+            # A page of a known site must see the refusal (the script then gives up on the
+            # batch); without CORS headers it would look like a network error, resent
+            # forever.
+            if allowed is None and origin is not None and self._allowed_anywhere(origin, request):
+                allowed = origin
             return json_response({"error": exc.message}, exc.status_code, self._cors(allowed))
         response = json_response(reply, 200 if reply["accepted"] else 400, self._cors(allowed))
         response.set_cookie(

@@ -172,6 +172,21 @@ async def test_site_keys_are_tied_to_their_origins(web: Running) -> None:
     assert (await spool(web).stats()).held == 1  # only the allowed request stored anything
 
 
+async def test_a_refusal_reaches_a_known_sites_page_and_no_one_elses(web: Running) -> None:
+    # Without CORS headers the browser hides the answer and the script resends forever.
+    status, _, resp = await send(web, [page("https://shop.example/", "m1")], site="mistyped")
+    assert status == 403
+    assert resp.headers.get("Access-Control-Allow-Origin") == SHOP
+    status, _, resp = await send(web, [], site=SITE)  # an empty batch: 400
+    assert status == 400
+    assert resp.headers.get("Access-Control-Allow-Origin") == SHOP
+    status, _, resp = await send(
+        web, [page("https://x.example/", "m2")], origin="https://x.example"
+    )
+    assert status == 403
+    assert "Access-Control-Allow-Origin" not in resp.headers
+
+
 async def test_cors_preflight_is_answered_for_allowed_origins_only(web: Running) -> None:
     headers = {"Origin": SHOP, "Access-Control-Request-Method": "POST",
                "Access-Control-Request-Headers": "content-type"}  # fmt: skip
