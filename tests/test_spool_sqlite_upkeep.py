@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import pytest
@@ -22,15 +24,24 @@ def entries(prefix: str, n: int, key: str | None = None) -> list[Entry]:
     return [Entry(f"{prefix}{i}", key=key or f"contact:{prefix}{i}") for i in range(n)]
 
 
+@asynccontextmanager
+async def opened(
+    path: Path, max_events: int = 10_000, window_ms: int = WINDOW_MS
+) -> AsyncIterator[SqliteSpool]:
+    """A spool on `path`, as one process has it."""
+    spool = SqliteSpool(str(path), max_events=max_events, dedup_window_ms=window_ms)
+    await spool.open()
+    try:
+        yield spool
+    finally:
+        await spool.close()
+
+
 async def test_a_bound_freed_by_another_process_takes_events_again(tmp_path: Path) -> None:
     # `collector serve --no-forward` beside `collector forward`: the forwarder's process
     # delivers (acks) what the serving process appended, in the same file.
-    path = str(tmp_path / "spool.db")
-    serve = SqliteSpool(path, max_events=5, dedup_window_ms=WINDOW_MS)
-    forward = SqliteSpool(path, max_events=5, dedup_window_ms=WINDOW_MS)
-    await serve.open()
-    await forward.open()
-    try:
+    path = tmp_path / "spool.db"
+    async with opened(path, max_events=5) as serve, opened(path, max_events=5) as forward:
         assert await serve.append(entries("a", 5), T0) == [True] * 5
         with pytest.raises(SpoolFull):
             await serve.append(entries("b", 1), T0)
@@ -43,9 +54,6 @@ async def test_a_bound_freed_by_another_process_takes_events_again(tmp_path: Pat
         assert await serve.append(entries("c", 5), T0) == [True] * 5
         with pytest.raises(SpoolFull):
             await serve.append(entries("d", 1), T0)
-    finally:
-        await forward.close()
-        await serve.close()
 
 
 async def test_entries_replayed_by_another_process_count_against_the_bound(
@@ -53,26 +61,20 @@ async def test_entries_replayed_by_another_process_count_against_the_bound(
 ) -> None:
     # `collector spool replay` moves dead letters back while `collector serve` runs.
     monkeypatch.setattr(sqlite_module, "_RECOUNT_EVERY_S", 0.05)
-    path = str(tmp_path / "spool.db")
-    serve = SqliteSpool(path, max_events=5, dedup_window_ms=WINDOW_MS)
-    await serve.open()
-    try:
+    path = tmp_path / "spool.db"
+    async with opened(path, max_events=5) as serve:
         await serve.append(entries("a", 3), T0)
         leased = await serve.lease(10, 60_000, T0)
         await serve.dead_letter([r.seq for r in leased], "rejected", 400, "bad", T0)
-        cli = SqliteSpool(path, max_events=5, dedup_window_ms=WINDOW_MS)
-        await cli.open()
-        assert await cli.replay() == 3
-        await cli.close()
+        async with opened(path, max_events=5) as cli:
+            assert await cli.replay() == 3
         await asyncio.sleep(0.3)  # the writer counts again, even with nothing else to do
         with pytest.raises(SpoolFull):
             await serve.append(entries("b", 3), T0)
         assert await serve.append(entries("c", 2), T0) == [True, True]
-    finally:
-        await serve.close()
 
 
-def claims(path: str) -> int:
+def claims(path: Path) -> int:
     with sqlite3.connect(path) as conn:
         count: int = conn.execute("SELECT count(*) FROM seen").fetchone()[0]
         return count
@@ -86,17 +88,13 @@ async def test_expired_message_ids_are_forgotten_faster_than_they_come(
     monkeypatch.setattr(sqlite_module, "_PRUNE_EVERY_S", 0.5)
     monkeypatch.setattr(sqlite_module, "_PRUNE_AGAIN_S", 0.01)
     monkeypatch.setattr(sqlite_module, "_PRUNE_ROWS", 100)
-    path = str(tmp_path / "spool.db")
-    spool = SqliteSpool(path, max_events=10_000, dedup_window_ms=1)
-    await spool.open()
-    try:
+    path = tmp_path / "spool.db"
+    async with opened(path, window_ms=1) as spool:
         for i in range(10):
             await spool.append(entries(f"m{i}-", 200), T0)
         assert claims(path) == 2000
         await asyncio.sleep(1.2)  # nothing else asked of the writer meanwhile
         assert claims(path) == 0
-    finally:
-        await spool.close()
 
 
 async def test_a_key_stuck_in_retries_with_a_long_queue_does_not_stop_the_others(
@@ -105,9 +103,7 @@ async def test_a_key_stuck_in_retries_with_a_long_queue_does_not_stop_the_others
     # A lease walks a bounded number of waiting entries; here one key's entries fill more
     # than that bound, and its first one waits five minutes for a retry.
     monkeypatch.setattr(sqlite_module, "_LEASE_SCAN", 100)
-    spool = SqliteSpool(str(tmp_path / "spool.db"), max_events=10_000, dedup_window_ms=WINDOW_MS)
-    await spool.open()
-    try:
+    async with opened(tmp_path / "spool.db") as spool:
         await spool.append(entries("a", 250, key="contact:stuck"), T0)
         await spool.append(entries("b", 1, key="contact:other"), T0)
         [head] = await spool.lease(10, 60_000, T0)
@@ -123,5 +119,3 @@ async def test_a_key_stuck_in_retries_with_a_long_queue_does_not_stop_the_others
         await spool.dead_letter([again.seq], "rejected", 400, "bad", T0 + 300_000)
         [following] = await spool.lease(10, 60_000, T0 + 300_000)
         assert (following.key, following.message_id) == ("contact:stuck", "a1")
-    finally:
-        await spool.close()
