@@ -349,11 +349,13 @@ class Forwarder:
                 if self.metrics is not None:
                     self.metrics.sent.inc(len(done.ack))
                 done.ack = []
+            done.retry.sort(key=lambda r: r[1])  # one release per retry time
             while done.retry:
                 not_before = done.retry[0][1]
-                seqs = [seq for seq, at in done.retry if at == not_before]
-                await self.spool.release(seqs, not_before)
-                done.retry = [(seq, at) for seq, at in done.retry if at != not_before]
+                n = next((i for i, r in enumerate(done.retry) if r[1] != not_before), None)
+                group = done.retry[:n]
+                await self.spool.release([seq for seq, _ in group], not_before)
+                del done.retry[: len(group)]
             now = self._clock()
             while done.dead:
                 seq, reason, status, detail = done.dead[0]
