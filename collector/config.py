@@ -106,28 +106,42 @@ class Settings:
             raise ConfigError(
                 f"YESPO_ORDERS_API must be event, orders or both, got {self.yespo_orders_api!r}"
             )
-        if self.yespo_max_rps < 0 or self.yespo_timeout_s <= 0 or self.shutdown_timeout_s < 0:
+        if self.yespo_max_rps < 0 or self.shutdown_timeout_s < 0:
+            raise ConfigError("YESPO_MAX_RPS and COLLECTOR_SHUTDOWN_TIMEOUT must be >= 0")
+        if self.log_level.lower() not in LOG_LEVELS:
             raise ConfigError(
-                "YESPO_MAX_RPS, YESPO_TIMEOUT and COLLECTOR_SHUTDOWN_TIMEOUT must be >= 0"
+                f"COLLECTOR_LOG_LEVEL must be one of {', '.join(LOG_LEVELS)}, got {self.log_level!r}"
+            )
+        object.__setattr__(self, "log_level", self.log_level.lower())  # uvicorn's spelling
+        scheme = self.spool_url.split(":", 1)[0].lower()  # as open_spool reads it
+        if scheme not in ("sqlite", "memory"):
+            raise ConfigError(
+                f"COLLECTOR_SPOOL_URL: unknown spool scheme {scheme!r} in {self.spool_url!r}"
+                " (use sqlite:///path/to/spool.db or memory://)"
             )
         for name in (
             "port", "spool_max_events", "max_body_bytes", "max_batch_events",
-            "yespo_concurrency", "retry_base_ms", "retry_max_delay_s", "max_event_age_s",
-            "anonymous_max_events", "anonymous_max_age_s", "visitor_ttl_s",
+            "yespo_concurrency", "yespo_timeout_s", "retry_base_ms", "retry_max_delay_s",
+            "max_event_age_s", "anonymous_max_events", "anonymous_max_age_s", "visitor_ttl_s",
         ):  # fmt: skip
             if getattr(self, name) <= 0:
-                raise ConfigError(f"{name} must be positive, got {getattr(self, name)}")
+                raise ConfigError(f"{ENV[name]} must be positive, got {getattr(self, name)}")
         if self.max_batch_events < 500:
-            raise ConfigError("max_batch_events must be at least 500 (the documented batch size)")
+            raise ConfigError(
+                "COLLECTOR_MAX_BATCH_EVENTS must be at least 500 (the documented batch size)"
+            )
         if self.max_body_bytes < 1_000_000:
-            raise ConfigError("max_body_bytes must be at least 1 MB (the documented batch size)")
+            raise ConfigError(
+                "COLLECTOR_MAX_BODY_BYTES must be at least 1 MB (the documented batch size)"
+            )
         if self.dedup_window_s < 0:
-            raise ConfigError("dedup_window_s must be zero or positive")
+            raise ConfigError("COLLECTOR_DEDUP_WINDOW must be zero or positive")
         for name in ("key_value_order", "identifying_params"):
             unknown = [f for f in getattr(self, name) if f not in CONTACT_FIELDS]
             if unknown or not getattr(self, name):
                 raise ConfigError(
-                    f"{name} takes a non-empty list of {', '.join(CONTACT_FIELDS)}; got {unknown}"
+                    f"{ENV[name]} takes a non-empty list of {', '.join(CONTACT_FIELDS)};"
+                    f" got {unknown}"
                 )
         self.tz()  # fail at start-up, not on the first order
         if not _WEB_PATH.fullmatch(self.web_path):
@@ -225,6 +239,7 @@ ENV: dict[str, str] = {
     "static_dir": "COLLECTOR_STATIC_DIR",
 }
 
+LOG_LEVELS = ("debug", "info", "warning", "error")
 # The demo shop's site key, allowed for the collector's own origin.
 DEMO_SITE_KEY = "demo"
 _WEB_PATH = re.compile(r"(/[A-Za-z0-9_.-]+)+")

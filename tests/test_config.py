@@ -38,8 +38,12 @@ def test_no_keys_configured_makes_one_up() -> None:
         ({"COLLECTOR_SPOOL_SYNC": "maybe"}, "COLLECTOR_SPOOL_SYNC"),
         ({"COLLECTOR_TIMEZONE": "Mars/Olympus"}, "unknown zone"),
         ({"COLLECTOR_CHECK_ORDER_TOTAL": "perhaps"}, "true or false"),
-        ({"COLLECTOR_KEY_VALUE_ORDER": "email,fax"}, "fax"),
-        ({"COLLECTOR_MAX_BATCH_EVENTS": "100"}, "at least 500"),
+        ({"COLLECTOR_KEY_VALUE_ORDER": "email,fax"}, "COLLECTOR_KEY_VALUE_ORDER .*fax"),
+        ({"COLLECTOR_MAX_BATCH_EVENTS": "100"}, "COLLECTOR_MAX_BATCH_EVENTS must be at least 500"),
+        ({"COLLECTOR_PORT": "0"}, "COLLECTOR_PORT must be positive"),
+        ({"YESPO_TIMEOUT": "0"}, "YESPO_TIMEOUT must be positive"),
+        ({"COLLECTOR_LOG_LEVEL": "loud"}, "COLLECTOR_LOG_LEVEL must be one of debug"),
+        ({"COLLECTOR_SPOOL_URL": "postgres://x"}, "COLLECTOR_SPOOL_URL: unknown spool scheme"),
     ],
 )
 def test_bad_settings_are_refused_with_the_variable_named(
@@ -47,6 +51,10 @@ def test_bad_settings_are_refused_with_the_variable_named(
 ) -> None:
     with pytest.raises(ConfigError, match=message):
         Settings.from_env(env)
+
+
+def test_log_level_is_read_in_any_case() -> None:
+    assert Settings.from_env({"COLLECTOR_LOG_LEVEL": "WARNING"}).log_level == "warning"
 
 
 def test_spool_url_picks_the_backend() -> None:
