@@ -2,7 +2,7 @@
 
 Yespo cannot be reached from tests or benchmarks, so this server takes its place: it
 answers Generate event (``POST {base}/v1/event``, ``/v2/event``) and Add orders
-(``POST {base}/v1/orders``) with Yespo's checks (docs: /work/shared/yespo-contract.md),
+(``POST {base}/v1/orders``) with Yespo's checks (as its API documentation gives them),
 records what it accepts, and misbehaves on demand (`collector.standin_faults.Faults`).
 
 Control API, no auth, for tests and for people trying the collector out::

@@ -2,7 +2,7 @@
 
 Pure functions: each returns None for a good value or one message naming the first problem,
 the way Yespo's 400 ``{"message": ...}`` and ``failedOrders[].message`` do. They follow
-/work/shared/yespo-contract.md, taking the stricter reading where Yespo's guides differ, so
+Yespo's API documentation, taking the stricter reading where Yespo's guides differ, so
 that anything the stand-in accepts Yespo accepts too.
 """
 
