@@ -141,6 +141,15 @@ class Visitors:
                     continue
             else:
                 event = self._with_defaults(raw, now)
+                if contact is None and isinstance(raw, dict) and raw.get("contact"):
+                    # An event that names a contact identifies the visitor, as identify
+                    # does: what was held goes first, so the visitor's events keep their
+                    # order (an order's later event must not overtake its held creation).
+                    identity = self._identity(raw, [])
+                    if identity is not None:
+                        await flush()
+                        await self._identify(key, identity, now)
+                        contact = identity
                 if contact is not None or (isinstance(raw, dict) and raw.get("contact")):
                     if type(event) is dict and contact is not None and not event.get("contact"):
                         event["contact"] = contact

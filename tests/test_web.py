@@ -144,6 +144,18 @@ async def test_an_element_that_is_not_an_object_is_named_and_harms_no_one(
     assert [r.message_id for r in await spool(web).pending(10)] == ["m1", "m2"]
 
 
+async def test_an_event_naming_a_contact_identifies_the_visitor_and_keeps_the_order(
+    web: Running,
+) -> None:
+    await send(web, [page("https://shop.example/a", "m1")])  # held: nobody known yet
+    named = {**page("https://shop.example/b", "m2"), "contact": {"email": "a@example.com"}}
+    status, reply, _ = await send(web, [named])
+    assert (status, reply["accepted"], reply["held"]) == (200, 1, 0)
+    await send(web, [page("https://shop.example/c", "m3")])  # the visitor is known now
+    assert [r.message_id for r in await spool(web).pending(10)] == ["m1", "m2", "m3"]
+    assert {body["keyValue"] for body in await queued(web)} == {"a@example.com"}
+
+
 async def test_a_resent_batch_is_acknowledged_and_not_held_twice(web: Running) -> None:
     batch = [page("https://shop.example/", "m1")]
     await send(web, batch)
