@@ -98,6 +98,17 @@ def phone(value: object, path: str, errors: Errors) -> str | None:
             )
         )
         return None
+    if digits[:2] == "00":  # the international call prefix of most countries: "00380..."
+        digits = digits[2:]
+    if digits[:1] == "0":  # no country code starts with 0: a national number
+        errors.append(
+            FieldError(
+                path,
+                "must be an international number, with the country code (380501234567), "
+                f"not a national one starting with 0: got {describe(value)}",
+            )
+        )
+        return None
     if not MIN_PHONE_DIGITS <= len(digits) <= MAX_PHONE_DIGITS:
         errors.append(
             FieldError(

@@ -116,6 +116,11 @@ def test_contact_params_come_first_in_fixed_order_and_are_normalized() -> None:
     ]
 
 
+def test_a_phone_with_the_international_call_prefix_is_written_without_it() -> None:
+    out = ok(event("pageViewed", contact={"phone": "00 380 50 123 45 67"}))
+    assert orjson.loads(out.body)["keyValue"] == "380501234567"
+
+
 def test_key_value_follows_rules_order_and_null_contact_fields_are_ignored() -> None:
     raw = event("pageViewed", contact={"email": None, "phone": "380501234567"})
     out = ok(raw)
@@ -453,6 +458,18 @@ INVALID: list[Any] = [
         "contact.phone",
         "'C'",
         id="phone-letters",
+    ),
+    pytest.param(
+        event("pageViewed", **contact(phone="050 123 45 67")),
+        "contact.phone",
+        "not a national one",
+        id="phone-national",
+    ),
+    pytest.param(
+        event("pageViewed", **contact(phone="+0501234567")),
+        "contact.phone",
+        "country code",
+        id="phone-plus-zero",
     ),
     pytest.param(
         event("pageViewed", **contact(phone="123")), "contact.phone", "5 to 15", id="phone-short"
