@@ -186,7 +186,12 @@ def _event(
             params.append((name, value_text))
     if errors or contact is None or kv is None:
         return errors or [FieldError(contact_path, "names no contact")]
-    return _body(type_name, kv, contact, params, at.base, mid, client_id, event_time, is_order)
+    # A contact's events are ordered by its identifier as normalized, not by the sender's
+    # keyValue as written, so that both entry points order one contact's events together.
+    ordering = key_value(contact, rules.key_value_order) if given_key_value is not None else None
+    return _body(
+        type_name, kv, contact, params, at.base, mid, client_id, event_time, is_order, ordering
+    )
 
 
 def _body(
@@ -199,8 +204,10 @@ def _body(
     client_id: bool,
     event_time: int | None,
     is_order: bool,
+    ordering: str | None = None,
 ) -> Normalized | list[FieldError]:
-    """The Generate-event body of a checked event, if it is within Yespo's size limit."""
+    """The Generate-event body of a checked event, if it is within Yespo's size limit;
+    `ordering` is the contact's key when it is not `kv`."""
     entries = contact_params(contact)
     for name, value in params:  # a loop: cheaper than a comprehension in Python 3.11
         entries.append({"name": name, "value": value})
@@ -218,7 +225,7 @@ def _body(
             )
         ]
     # An order event's params start with its externalOrderId.
-    key = f"order:{params[0][1]}" if is_order else f"contact:{kv}"
+    key = f"order:{params[0][1]}" if is_order else f"contact:{ordering or kv}"
     return Normalized(mid, client_id, "event", key, type_name, event_time, data)
 
 

@@ -130,6 +130,21 @@ def test_same_event_in_both_forms_gives_the_same_body() -> None:
     assert ok(yespo).body == from_inbound.body
 
 
+def test_a_contacts_events_are_ordered_together_whichever_form_they_came_in() -> None:
+    raw = body("pageViewed", PAGE, keyValue="+38 (050) 123-45-67")
+    raw["params"] = [
+        {"name": "SMS", "value": "+38 (050) 123-45-67"},
+        {"name": PAGE[0], "value": PAGE[1]},
+    ]
+    out = ok(raw)
+    assert orjson.loads(out.body)["keyValue"] == "+38 (050) 123-45-67"  # the sender's, kept
+    inbound = {"type": "pageViewed", "contact": {"phone": "380501234567"},
+               "properties": {"location": "https://example.com"}}  # fmt: skip
+    same = normalize_event(inbound, RULES, new_id)
+    assert isinstance(same, Normalized)
+    assert out.key == same.key == "contact:380501234567"
+
+
 def test_custom_event_params_pass_through() -> None:
     got = sent(body("Wishlist", ("items", "[1,2]"), ("n", 3)))
     assert got["params"][1:] == [{"name": "items", "value": "[1,2]"}, {"name": "n", "value": "3"}]
