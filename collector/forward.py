@@ -301,7 +301,13 @@ class Forwarder:
             for r in records:
                 self._settle(r, outcome, reply)
             return
-        failed = failed_order_ids(reply.body) or {}
+        failed = failed_order_ids(reply.body)
+        if failed is None:
+            log.warning(
+                "cannot read which orders Add orders refused, so all %d count as delivered: %s",
+                len(records), reply.body[:200],
+            )  # fmt: skip
+            failed = {}
         for r in records:
             reason = failed.get(r.key.removeprefix("order:"))
             if reason is None:

@@ -94,13 +94,24 @@ def failed_order_ids(body: str) -> dict[str, str] | None:
     failed = data.get("failedOrders") if isinstance(data, dict) else None
     if failed is None:
         return {}
+    if isinstance(failed, dict):
+        # Yespo's own plugin types it `object | object[]`: one failed order as an object,
+        # or (read the same way) a map of externalOrderId to its reason.
+        if "externalOrderId" in failed:
+            failed = [failed]
+        else:
+            failed = [
+                {"externalOrderId": order_id, "message": reason}
+                for order_id, reason in failed.items()
+            ]
     if not isinstance(failed, list):
         return None
     out: dict[str, str] = {}
     for item in failed:
         if isinstance(item, dict) and "externalOrderId" in item:
             reason = item.get("message") or item.get("error") or orjson.dumps(item).decode()
-            out[str(item["externalOrderId"])] = str(reason)
+            text = reason if isinstance(reason, str) else orjson.dumps(reason).decode()
+            out[str(item["externalOrderId"])] = text
     return out
 
 

@@ -1,4 +1,5 @@
-"""The forwarder's pure parts: reading Retry-After, and the retry delay it floors."""
+"""The forwarder's pure parts: reading Retry-After and Add orders' failedOrders, and the
+retry delay."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import email.utils
 import pytest
 
 from collector.forward import RetryPolicy
-from collector.yespo import retry_after_seconds
+from collector.yespo import failed_order_ids, retry_after_seconds
 
 NOW = 1_790_000_000.0  # epoch seconds
 
@@ -38,3 +39,26 @@ def test_retry_after_floors_the_delay_but_never_past_an_entrys_life() -> None:
     assert policy.delay_ms(1, 120.0, 0.0) == 120_000
     # a huge Retry-After (a proxy's 1e17) must still make a delay SQLite can store
     assert policy.delay_ms(1, 1e17, 0.0) == 3_600_000
+
+
+@pytest.mark.parametrize(
+    ("body", "failed"),
+    [
+        ('{"failedOrders":[]}', {}),
+        ("", {}),
+        ('{"failedOrders":[{"externalOrderId":"5","message":"bad date"}]}', {"5": "bad date"}),
+        # Yespo's own plugin types failedOrders as `object | object[]`
+        ('{"failedOrders":{"externalOrderId":"5","message":"bad date"}}', {"5": "bad date"}),
+        ('{"failedOrders":{"5":"bad date","6":{"code":1}}}', {"5": "bad date", "6": '{"code":1}'}),
+        ('{"failedOrders":[{"externalOrderId":7,"error":"no items"}]}', {"7": "no items"}),
+    ],
+)
+def test_the_orders_add_orders_refused_are_read_in_every_form(
+    body: str, failed: dict[str, str]
+) -> None:
+    assert failed_order_ids(body) == failed
+
+
+@pytest.mark.parametrize("body", ["not json", '{"failedOrders":"some"}', '{"failedOrders":3}'])
+def test_an_unreadable_add_orders_reply_says_so(body: str) -> None:
+    assert failed_order_ids(body) is None
