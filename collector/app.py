@@ -13,7 +13,7 @@ from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.applications import Starlette
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -173,6 +173,12 @@ def create_app(settings: Settings, spool: Spool | None = None) -> Starlette:
         body = spool_error_body(exc, "message" if endpoint.startswith("/api/") else "error")
         return json_response(body, 503, {"Retry-After": str(exc.retry_after)})
 
+    async def client_gone(request: Request, exc: Exception) -> Response:
+        # The client left before its body was whole: nobody reads the answer, and it is not
+        # an error of ours (flaky mobile networks do it all the time).
+        log.debug("%s: the client went away before sending its whole body", request.url.path)
+        return Response(status_code=400)
+
     def forwarder_state() -> str:
         if forwarder is None:
             return "off (run 'collector forward')"
@@ -240,7 +246,11 @@ def create_app(settings: Settings, spool: Spool | None = None) -> Starlette:
         ingest.events,
         routes=routes,
         lifespan=lifespan,
-        exception_handlers={RequestError: request_error, SpoolError: spool_error},
+        exception_handlers={
+            RequestError: request_error,
+            SpoolError: spool_error,
+            ClientDisconnect: client_gone,
+        },
     )
     app.state.settings = settings
     app.state.spool = spool

@@ -40,6 +40,7 @@ from .normalize import (
     normalize_order,
     normalize_yespo_event,
 )
+from .normalize_values import is_json_int
 from .routing import route
 from .spool import Spool
 
@@ -393,11 +394,14 @@ class Ingest:
                 continue
             prefix = f"orders[{index}]"
             item: dict[str, Any] = {"index": index}
-            if isinstance(raw, dict) and "externalOrderId" in raw:
-                item["externalOrderId"] = raw["externalOrderId"]
+            order_id = raw.get("externalOrderId") if isinstance(raw, dict) else None
+            if isinstance(order_id, str) or (type(order_id) is int and is_json_int(order_id)):
+                item["externalOrderId"] = order_id  # echoed only as it can be written back
             item["message"] = "; ".join(f"{_path(prefix, e.field)}: {e.message}" for e in out)
             item["errors"] = _errors(out, prefix)
             failed.append(item)
         self._on_yespo_orders.rejected += len(failed)
+        # The reply is made first: once the good orders are committed, nothing may fail.
+        reply = json_response({"failedOrders": failed})
         await self._append(good, self._on_yespo_orders)
-        return json_response({"failedOrders": failed})
+        return reply

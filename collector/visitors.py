@@ -159,7 +159,8 @@ class Visitors:
                         accepted += 1
                         continue
                 else:
-                    hold = self._checked_anonymous(event, key)
+                    client_id = isinstance(raw, dict) and raw.get("messageId") is not None
+                    hold = self._checked_anonymous(event, key, client_id)
                     if isinstance(hold, Held):
                         to_hold.append(hold)
                         accepted += 1
@@ -196,8 +197,11 @@ class Visitors:
             event["timestamp"] = now
         return event
 
-    def _checked_anonymous(self, event: Any, key: str) -> Held | list[FieldError]:
-        """Check an anonymous event as if it named a contact; what the spool holds of it."""
+    def _checked_anonymous(self, event: Any, key: str, client_id: bool) -> Held | list[FieldError]:
+        """Check an anonymous event as if it named a contact; what the spool holds of it.
+
+        `client_id`: the messageId is the page's own (the script's), not one made here: only
+        such ids are claimed for deduplication (a made-up one cannot come again)."""
         if not isinstance(event, dict):
             out = normalize_event(event, self.rules, self._new_id)
             assert not isinstance(out, Normalized)
@@ -206,8 +210,9 @@ class Visitors:
         if not isinstance(out, Normalized):
             return out
         event.pop("contact", None)
+        event.pop("context", None)  # checked, never sent: not kept (nor re-serialized)
         body = orjson.dumps(event)
-        return Held(out.message_id, True, "held", key, out.event_type, out.event_time, body)
+        return Held(out.message_id, client_id, "held", key, out.event_type, out.event_time, body)
 
     def _identity(self, raw: dict[str, Any], errors: list[FieldError]) -> dict[str, Any] | None:
         """The contact an identify event names, if Yespo can find a contact by it."""

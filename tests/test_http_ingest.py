@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import logging
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import orjson
+import pytest
 
 from collector.spool import Spool
 
@@ -300,3 +303,37 @@ async def test_add_orders_entry_that_is_not_an_object_is_named_by_index(
     assert status == 200
     [failed] = reply["failedOrders"]
     assert failed["errors"][0]["field"] == "orders[0]"
+
+
+async def test_add_orders_echoes_only_ids_it_can_write_and_never_fails_after_storing(
+    collector: Running,
+) -> None:
+    good = {k: v for k, v in order_created("3003")["properties"].items()}
+    good |= {"externalCustomerId": "c1", "email": "a@b.co"}
+    nested: Any = "x"
+    for _ in range(300):  # too deep for orjson to write back
+        nested = {"id": nested}
+    bad = {**good, "externalOrderId": nested}
+    status, reply = await collector.post("/api/v1/orders", {"orders": [good, bad]}, headers=basic())
+    assert status == 200
+    [failed] = reply["failedOrders"]
+    assert failed["index"] == 1 and "externalOrderId" not in failed
+    assert len(await stored_bodies(collector)) == 1
+
+
+async def test_a_client_that_leaves_mid_body_is_no_error(
+    collector: Running, caplog: pytest.LogCaptureFixture
+) -> None:
+    host, port = collector.url.removeprefix("http://").split(":")
+    for path in ("/api/v1/event", "/lib/y"):
+        _reader, writer = await asyncio.open_connection(host, int(port))
+        auth = basic()["Authorization"]
+        writer.write(
+            f"POST {path} HTTP/1.1\r\nHost: x\r\nAuthorization: {auth}\r\n"
+            'Content-Type: text/plain\r\nContent-Length: 1000\r\n\r\n{"a":'.encode()
+        )
+        await writer.drain()
+        writer.close()
+        await writer.wait_closed()
+    await asyncio.sleep(0.3)
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR], caplog.text

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import gzip
+import sqlite3
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -154,6 +155,34 @@ async def test_an_event_naming_a_contact_identifies_the_visitor_and_keeps_the_or
     await send(web, [page("https://shop.example/c", "m3")])  # the visitor is known now
     assert [r.message_id for r in await spool(web).pending(10)] == ["m1", "m2", "m3"]
     assert {body["keyValue"] for body in await queued(web)} == {"a@example.com"}
+
+
+async def test_anonymous_events_keep_no_context_and_claim_only_the_pages_ids(
+    web: Running,
+) -> None:
+    # A context deeper than orjson writes back (it reads up to 1024 levels, writes 254):
+    # checked, then not kept. The body is written by hand for the same reason.
+    deep = b'{"d":' * 300 + b"{}" + b"}" * 300
+    first = orjson.dumps(page("https://shop.example/", "m1"))[:-1] + b',"context":' + deep + b"}"
+    plain = orjson.dumps(
+        {"type": "pageViewed", "properties": {"location": "https://shop.example/"}}
+    )
+    body = b'{"siteKey":"%s","anonymousId":"%s","batch":[%s,%s,%s]}' % (
+        SITE.encode(),
+        VISITOR.encode(),
+        first,
+        plain,
+        plain,
+    )
+    headers = {"Content-Type": "text/plain", "Origin": SHOP}
+    async with web.http.post(web.url + "/lib/y", data=body, headers=headers) as resp:
+        assert (resp.status, (await resp.json())["held"]) == (200, 3)
+    path = web.settings.spool_url.removeprefix("sqlite:///")
+    with sqlite3.connect(path) as conn:
+        claimed = [row[0] for row in conn.execute("SELECT message_id FROM seen")]
+        bodies = [orjson.loads(row[0]) for row in conn.execute("SELECT body FROM held")]
+    assert claimed == ["m1"]  # ids made up here cannot come again: no claim for them
+    assert all("context" not in body for body in bodies)
 
 
 async def test_a_resent_batch_is_acknowledged_and_not_held_twice(web: Running) -> None:
