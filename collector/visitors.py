@@ -55,6 +55,12 @@ class Held:
     body: bytes
 
 
+# Browsers may fill the spool's queue to this share of its bound; the rest stays free for
+# the server endpoints, whose keys are secret. A site key is public, so anyone can send
+# events under it: they must not be able to shut a shop's own orders out with 503s.
+BROWSER_SHARE = 0.8
+
+
 def visitor_key(anonymous_id: str) -> str:
     return f"visitor:{anonymous_id}"
 
@@ -78,6 +84,7 @@ class Visitors:
         self.rules = rules_from(settings)
         self._new_id = id_factory()
         self._locks: dict[str, tuple[asyncio.Lock, int]] = {}
+        self._bound = int(spool.max_events * BROWSER_SHARE)
 
     async def take(self, batch: list[Any], anonymous_id: str) -> dict[str, Any]:
         """The reply body for one request of the visitor, its events taken in order."""
@@ -121,7 +128,7 @@ class Visitors:
                     self.metrics.anonymous_expired.labels("count").inc(dropped)
                 to_hold.clear()
             if to_append:
-                stored = await self.spool.append(to_append, now)
+                stored = await self.spool.append(to_append, now, self._bound)
                 duplicates += len(stored) - sum(stored)
                 if self._on_append is not None:
                     self._on_append()
@@ -259,7 +266,7 @@ class Visitors:
                     "; ".join(f"{e.field}: {e.message}" for e in out),
                 )
         seqs = [r.seq for r in held]
-        await self.spool.identify(key, orjson.dumps(contact), now, seqs, entries)
+        await self.spool.identify(key, orjson.dumps(contact), now, seqs, entries, self._bound)
         if entries:
             self.metrics.anonymous_released.inc(len(entries))
             if self._on_append is not None:

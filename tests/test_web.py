@@ -364,3 +364,35 @@ async def test_identifying_again_as_the_same_contact_writes_nothing(
     await send(web, [identify("h@example.com", "id-h"), page("https://shop.example/2", "m2")])
     assert writes == ["visitor:" + VISITOR]
     assert [b["keyValue"] for b in await queued(web)] == ["g@example.com", "h@example.com"]
+
+
+async def test_browsers_fill_only_their_share_of_the_spool_and_identify_keeps_to_it(
+    tmp_path: Path,
+) -> None:
+    # A site key is public: whoever sends under it must not shut the shop's own server
+    # events out (the bound is 10, browsers get 8), nor pass the bound through identify.
+    settings = make_settings(tmp_path, site_keys={SITE: (SHOP,)}, spool_max_events=10)
+    async with running(settings) as c:
+        named = [
+            {**page(f"https://shop.example/{n}", f"n{n}"), "contact": {"email": "a@example.com"}}
+            for n in range(8)
+        ]
+        assert (await send(c, named, visitor="visitor-named"))[0] == 200
+        status, _, resp = await send(
+            c, [page("https://shop.example/x", "n9")], visitor="visitor-named"
+        )
+        assert status == 503 and resp.headers["Retry-After"]
+        # held events of a new visitor wait; identifying would pass the browsers' share
+        assert (await send(c, [page("https://shop.example/h", "h1")], visitor="visitor-anon"))[1][
+            "held"
+        ] == 1
+        status, _, _ = await send(c, [identify("b@example.com")], visitor="visitor-anon")
+        assert status == 503
+        assert [r.message_id for r in await spool(c).held("visitor:visitor-anon")] == ["h1"]
+        # the server endpoint still has its room
+        status, reply = await c.post(
+            "/v1/events",
+            {"type": "pageViewed", "contact": {"email": "s@example.com"},
+             "properties": {"location": "https://shop.example/s"}},
+        )  # fmt: skip
+        assert (status, reply["accepted"]) == (200, 1)

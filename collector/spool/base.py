@@ -94,11 +94,14 @@ class Spool(abc.ABC):
         """Finish pending commits and release the storage."""
 
     @abc.abstractmethod
-    async def append(self, entries: Sequence[EntryLike], received_at: int) -> list[bool]:
+    async def append(
+        self, entries: Sequence[EntryLike], received_at: int, bound: int | None = None
+    ) -> list[bool]:
         """Commit entries; return, per entry, True if stored or False if a duplicate.
 
-        Raises `SpoolFull` (nothing stored) when the bound would be passed, and
-        `SpoolError` when the storage fails.
+        Raises `SpoolFull` (nothing stored) when the queue would pass its bound
+        (`max_events`, or the lower `bound`: browsers get only a share), and `SpoolError`
+        when the storage fails.
         """
 
     @abc.abstractmethod
@@ -187,11 +190,13 @@ class Spool(abc.ABC):
         now: int,
         release: Sequence[int] = (),
         entries: Sequence[EntryLike] = (),
+        bound: int | None = None,
     ) -> None:
         """In one transaction: remember that `visitor` is `contact`, delete the held
         entries `release`, and append `entries` (what they became) to the queue. The
-        entries are not checked for duplicates again (their holding was) and are not
-        refused by the bound (they were accepted already)."""
+        entries are not checked for duplicates again (their holding was). Raises
+        `SpoolFull` (nothing changes: they stay held) when they would take the queue past
+        its bound, as `append` does."""
 
     @abc.abstractmethod
     async def contact_of(self, visitor: str, since: int) -> bytes | None:

@@ -37,14 +37,20 @@ class MemorySpool(Spool):
     async def close(self) -> None:
         return None
 
-    async def append(self, entries: Sequence[EntryLike], received_at: int) -> list[bool]:
-        if len(self._rows) + len(entries) > self.max_events:
-            raise SpoolFull(f"spool holds {len(self._rows)} events, its bound is {self.max_events}")
+    async def append(
+        self, entries: Sequence[EntryLike], received_at: int, bound: int | None = None
+    ) -> list[bool]:
+        self._check_bound(len(entries), bound)
         stored = self._claim(entries, received_at)
         for e, fresh in zip(entries, stored, strict=True):
             if fresh:
                 self._enqueue(self._new_record(e, received_at))
         return stored
+
+    def _check_bound(self, more: int, bound: int | None) -> None:
+        limit = self.max_events if bound is None else min(bound, self.max_events)
+        if more and len(self._rows) + more > limit:
+            raise SpoolFull(f"spool holds {len(self._rows)} events, its bound is {limit}")
 
     def _claim(self, entries: Sequence[EntryLike], received_at: int) -> list[bool]:
         """Per entry, True unless its messageId was seen within the window (then claims it)."""
@@ -201,7 +207,9 @@ class MemorySpool(Spool):
         now: int,
         release: Sequence[int] = (),
         entries: Sequence[EntryLike] = (),
+        bound: int | None = None,
     ) -> None:
+        self._check_bound(len(entries), bound)
         self._visitors[visitor] = (contact, now)
         held = self._held.get(visitor, {})
         for seq in release:

@@ -261,14 +261,20 @@ class SqliteSpool(Spool):
         """Entries in the file and on their way there: held ones, or the queue's."""
         return self._held + self._held_queued if held else self._depth + self._queued
 
-    async def _still_full(self, held: bool, more: int) -> bool:
-        """Whether `more` entries, which the counts say would pass the bound, still would by
-        the file's counts (counted again at most every _RECOUNT_WHEN_FULL_S)."""
-        if time.monotonic() - self._recounted < _RECOUNT_WHEN_FULL_S:
-            return True
-        self._recounted = time.monotonic()
-        await self._run(self._recount)
-        return self._counted(held) + more > self.max_events
+    async def _check_bound(self, held: bool, more: int, bound: int | None = None) -> None:
+        """SpoolFull if `more` entries would take the queue (or the held entries) past the
+        bound: by the counts, and if they say so, by the file's counts (counted again at
+        most every _RECOUNT_WHEN_FULL_S)."""
+        limit = self.max_events if bound is None else min(bound, self.max_events)
+        if not more or self._counted(held) + more <= limit:
+            return
+        if time.monotonic() - self._recounted >= _RECOUNT_WHEN_FULL_S:
+            self._recounted = time.monotonic()
+            await self._run(self._recount)
+            if self._counted(held) + more <= limit:
+                return
+        what = "anonymous events" if held else "events"
+        raise SpoolFull(f"spool holds {self._counted(held)} {what}, its bound is {limit}")
 
     # -- the writer thread ---------------------------------------------------------------
 
@@ -364,16 +370,15 @@ class SqliteSpool(Spool):
 
     # -- ingest: group commit ------------------------------------------------------------
 
-    async def append(self, entries: Sequence[EntryLike], received_at: int) -> list[bool]:
+    async def append(
+        self, entries: Sequence[EntryLike], received_at: int, bound: int | None = None
+    ) -> list[bool]:
         if not entries:
             return []
         if self._closed or self._loop is None:
             raise SpoolError("spool is closed")
-        n = len(entries)
-        if self._counted(False) + n > self.max_events and await self._still_full(False, n):
-            raise SpoolFull(
-                f"spool holds {self._counted(False)} events, its bound is {self.max_events}"
-            )
+        if self._depth + self._queued + len(entries) > self.max_events or bound is not None:
+            await self._check_bound(False, len(entries), bound)
         fut: asyncio.Future[list[bool]] = self._loop.create_future()
         self._put(_Append(entries, received_at, self._queue_rows, fut))
         self._queued += len(entries)
@@ -386,12 +391,7 @@ class SqliteSpool(Spool):
             return [], 0
         if self._closed or self._loop is None:
             raise SpoolError("spool is closed")
-        n = len(entries)
-        if self._counted(True) + n > self.max_events and await self._still_full(True, n):
-            raise SpoolFull(
-                f"spool holds {self._counted(True)} anonymous events,"
-                f" its bound is {self.max_events}"
-            )
+        await self._check_bound(True, len(entries))
         fut: asyncio.Future[list[bool]] = self._loop.create_future()
         job = _Append(entries, received_at, self._held_rows, fut, per_visitor)
         self._put(job)
@@ -695,7 +695,9 @@ class SqliteSpool(Spool):
         now: int,
         release: Sequence[int] = (),
         entries: Sequence[EntryLike] = (),
+        bound: int | None = None,
     ) -> None:
+        await self._check_bound(False, len(entries), bound)
         await self._sql(
             sql.identify, visitor, contact, now, release, entries,
             after=lambda released: self._adjust(len(entries), -released),
