@@ -1,11 +1,17 @@
-"""The corked transport: a response's writes reach the socket as one write."""
+"""The HTTP protocol: a response's writes reach the socket as one write, and a request's
+head and arrival time are bounded."""
 
 from __future__ import annotations
 
 import asyncio
 from typing import Any
 
+import pytest
+
+from collector import server
 from collector.server import CorkedTransport
+
+from .conftest import serve
 
 
 class FakeTransport:
@@ -53,3 +59,55 @@ async def test_close_sends_what_was_written_first_and_other_calls_pass_through()
     assert corked.get_extra_info("peername") == ("127.0.0.1", 1)
     await asyncio.sleep(0)  # the scheduled flush finds nothing left
     assert raw.writes == [b"bye"]
+
+
+# --- the protocol's bounds, over real sockets ----------------------------------------------
+
+
+async def _hello(scope: Any, receive: Any, send: Any) -> None:
+    if scope["type"] != "http":
+        return
+    while (message := await receive())["type"] == "http.request" and message.get("more_body"):
+        pass
+    if message["type"] != "http.request":
+        return  # the client went away
+    await send({"type": "http.response.start", "status": 200, "headers": []})
+    await send({"type": "http.response.body", "body": b"ok"})
+
+
+async def _read_all(reader: asyncio.StreamReader, within_s: float) -> bytes:
+    return await asyncio.wait_for(reader.read(), within_s)
+
+
+async def test_a_request_head_past_its_bound_is_refused_and_the_connection_closed() -> None:
+    async with serve(_hello) as url:
+        host, port = url.removeprefix("http://").split(":")
+        reader, writer = await asyncio.open_connection(host, int(port))
+        writer.write(b"GET / HTTP/1.1\r\nHost: x\r\nX-Big: ")
+        for _ in range(100):  # 100 x 1 KB, never finished
+            writer.write(b"a" * 1024)
+            await writer.drain()
+        answer = await _read_all(reader, 5)
+        assert answer.startswith(b"HTTP/1.1 431"), answer[:80]
+        writer.close()
+        # a plain request still works
+        reader, writer = await asyncio.open_connection(host, int(port))
+        writer.write(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        assert (await _read_all(reader, 5)).startswith(b"HTTP/1.1 200")
+        writer.close()
+
+
+async def test_a_client_that_never_finishes_its_request_is_let_go(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(server, "REQUEST_TIMEOUT_S", 0.5)
+    monkeypatch.setattr(server, "_SWEEP_EVERY_S", 0.1)
+    async with serve(_hello) as url:
+        host, port = url.removeprefix("http://").split(":")
+        silent = await asyncio.open_connection(host, int(port))  # sends nothing
+        partial = await asyncio.open_connection(host, int(port))
+        partial[1].write(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{")
+        for reader, writer in (silent, partial):
+            answer = await _read_all(reader, 5)  # ends: the server closed the connection
+            assert answer == b"" or answer.startswith(b"HTTP/1.1 408"), answer[:80]
+            writer.close()
