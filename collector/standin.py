@@ -4,12 +4,15 @@ Yespo cannot be reached from tests or benchmarks, so this server takes its place
 answers Generate event (``POST {base}/v1/event``, ``/v2/event``) and Add orders
 (``POST {base}/v1/orders``) with Yespo's checks (as its API documentation gives them),
 records what it accepts, and misbehaves on demand (`collector.standin_faults.Faults`).
+Events Yespo answers 200 but silently drops (`collector.standin_checks.ignored_reason`)
+get their 200 too, and are recorded apart, with the reason, never among the events.
 
 Control API, no auth, for tests and for people trying the collector out::
 
     GET    /_standin/events[?since=SEQ&limit=N]   {"events": [{path, body, at, seq}], "last_seq"}
     GET    /_standin/orders[?since=SEQ&limit=N]   the Add-orders arrival log, one record per order
     GET    /_standin/orders/latest                {"orders": {externalOrderId: order}}
+    GET    /_standin/ignored[?since=SEQ&limit=N]  the events Yespo would drop, each with a reason
     DELETE /_standin/events                       forget records and stats (seq keeps counting)
     GET    /_standin/stats                        requests by path and status
     GET|POST|DELETE /_standin/faults              read, replace, clear the fault plan
@@ -36,6 +39,7 @@ from collector.standin_checks import (
     MAX_EVENT_BODY,
     MAX_ORDERS,
     event_problem,
+    ignored_reason,
     order_problem,
 )
 from collector.standin_faults import Faults, FaultsError
@@ -77,6 +81,7 @@ class StandIn:
         self._good_auth: set[str] = set()  # Authorization headers already checked
         self._events = RecordLog(max_records)
         self._orders = RecordLog(max_records)
+        self._ignored = RecordLog(max_records)
         self._latest: dict[str, Row] = {}
         # How many times each event body is recorded: duplicate detection's index, kept
         # only while that fault is on.
@@ -107,6 +112,11 @@ class StandIn:
         return self._orders.all()
 
     @property
+    def ignored(self) -> list[Recorded]:
+        """Events answered 200 that Yespo would drop, oldest first, each with its reason."""
+        return self._ignored.all()
+
+    @property
     def latest_orders(self) -> dict[str, Any]:
         """The latest version of each order by externalOrderId, as Add orders upserts."""
         return {order_id: orjson.loads(row[3]) for order_id, row in self._latest.items()}
@@ -118,6 +128,9 @@ class StandIn:
     async def wait_for_orders(self, count: int, within_s: float = 5.0) -> list[Recorded]:
         return await self._orders.wait(count, within_s)
 
+    async def wait_for_ignored(self, count: int, within_s: float = 5.0) -> list[Recorded]:
+        return await self._ignored.wait(count, within_s)
+
     def stats(self) -> dict[str, Any]:
         """Requests to the Yespo endpoints by path and status ("hung", "dropped" included)."""
         by_path: dict[str, dict[str, int]] = {}
@@ -128,12 +141,14 @@ class StandIn:
             "events": len(self._events),
             "orders": len(self._orders),
             "latest_orders": len(self._latest),
+            "ignored": len(self._ignored),
         }
 
     def clear(self) -> None:
         """Forget records and stats; faults, key and sequence numbers stay."""
         self._events.clear()
         self._orders.clear()
+        self._ignored.clear()
         self._latest.clear()
         self._bodies = None
         self._stats.clear()
@@ -190,6 +205,7 @@ class StandIn:
         add("DELETE", f"{CONTROL}/events", self._clear)
         add("GET", f"{CONTROL}/orders", self._get_orders)
         add("GET", f"{CONTROL}/orders/latest", self._get_latest_orders)
+        add("GET", f"{CONTROL}/ignored", self._get_ignored)
         add("GET", f"{CONTROL}/stats", self._get_stats)
         add("GET", f"{CONTROL}/faults", self._get_faults)
         add("POST", f"{CONTROL}/faults", self._set_faults)
@@ -269,6 +285,10 @@ class StandIn:
                 return _bad("Duplicated request"), False
         elif bodies is not None:
             bodies = self._bodies = None
+        reason = ignored_reason(body)
+        if reason is not None:  # Yespo's 200 all the same: the sender is never told
+            self._ignored.add(path, raw, reason)
+            return web.Response(), True
         _, evicted = self._events.add(path, raw)
         if bodies is not None:
             bodies[raw] = bodies.get(raw, 0) + 1
@@ -333,6 +353,9 @@ class StandIn:
 
     async def _get_orders(self, request: web.Request) -> web.Response:
         return _records(request, self._orders, "orders")
+
+    async def _get_ignored(self, request: web.Request) -> web.Response:
+        return _records(request, self._ignored, "ignored")
 
     async def _get_latest_orders(self, request: web.Request) -> web.Response:
         latest = {order_id: orjson.Fragment(row[3]) for order_id, row in self._latest.items()}

@@ -4,6 +4,10 @@ Pure functions: each returns None for a good value or one message naming the fir
 the way Yespo's 400 ``{"message": ...}`` and ``failedOrders[].message`` do. They follow
 Yespo's API documentation, taking the stricter reading where Yespo's guides differ, so
 that anything the stand-in accepts Yespo accepts too.
+
+`ignored_reason` is the other half: events Yespo answers 200 and then drops without a
+word (no contact, an order it cannot save). The stand-in records those apart, so that a
+test reading what "Yespo" kept does not count them.
 """
 
 from __future__ import annotations
@@ -25,7 +29,18 @@ ORDER_STATUSES = frozenset(
 ORDER_REQUIRED = ("externalOrderId", "externalCustomerId", "totalCost", "status", "date")
 ITEM_REQUIRED = ("externalItemId", "name", "quantity", "cost", "url", "imageUrl")
 
+# The param names Yespo reads as an event's contact, case ignored: its default list (an
+# account can configure names of its own, which the stand-in does not model).
+CONTACT_PARAMS = (
+    *("ContactId", "Contact_id", "Email", "EmailAddress", "UserEmail", "ContactEmail"),
+    *("Phone", "SMS", "PhoneNumber", "PushToken", "ContactKey", "Contact_key"),
+)
+# An order event's contact, named as the order rules name it (seeds 000-003).
+ORDER_CONTACT_PARAMS = ("externalCustomerId", "email", "phone")
+ORDER_EVENT_TYPES = frozenset({"orderCreated", "orderUpdated", "orderDelivered", "orderCancelled"})
+
 _EVENT_KEYS = frozenset({"eventTypeKey", "keyValue", "params"})
+_CONTACT_NAMES = frozenset(name.lower() for name in CONTACT_PARAMS)
 _PARAM_KEYS = frozenset({"name", "value"})
 # YYYY-MM-ddTHH:mm:ss, then optional fractions and zone (seed 003's example has a zone).
 _DATE = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?(Z|[+-]\d{2}:\d{2})?")
@@ -83,6 +98,30 @@ def event_problem(body: Any) -> str | None:
     return None
 
 
+def ignored_reason(body: dict[str, Any]) -> str | None:
+    """Why Yespo answers 200 to this event and then ignores it, or None if Yespo keeps it.
+
+    `body` is one that `event_problem` passed. A param with a blank value fills nothing.
+    """
+    params: dict[str, str] = {}
+    for param in body["params"]:
+        if param["value"].strip():
+            params.setdefault(param["name"], param["value"])
+    if body["eventTypeKey"] in ORDER_EVENT_TYPES:
+        if params.keys().isdisjoint(ORDER_CONTACT_PARAMS):
+            return (
+                f"an order event needs its contact in {_one_of(ORDER_CONTACT_PARAMS)}; "
+                f"params given: {_names(params)}"
+            )
+        return None
+    if _CONTACT_NAMES.isdisjoint(name.lower() for name in params):
+        return (
+            f"names no contact: Yespo looks for {_one_of(CONTACT_PARAMS)} (case ignored); "
+            f"params given: {_names(params)}"
+        )
+    return None
+
+
 def order_problem(order: Any) -> str | None:
     """What is wrong with one order of an Add-orders request, or None."""
     if not isinstance(order, dict):
@@ -128,6 +167,14 @@ def _item_problem(item: Any) -> str | None:
     if not _is_text_or_int(item["externalItemId"]):
         return f"externalItemId must be a string or an integer, got {kind(item['externalItemId'])}"
     return None
+
+
+def _one_of(names: tuple[str, ...]) -> str:
+    return f"{', '.join(names[:-1])} or {names[-1]}"
+
+
+def _names(params: dict[str, str]) -> str:
+    return ", ".join(params) or "none"
 
 
 def _is_number(value: object) -> bool:

@@ -1,4 +1,4 @@
-"""What the Yespo stand-in accepted: bounded logs of records, readable incrementally."""
+"""What the Yespo stand-in accepted or ignored: bounded logs of records, readable incrementally."""
 
 from __future__ import annotations
 
@@ -9,31 +9,35 @@ from typing import Any, NamedTuple
 
 import orjson
 
-# A record as stored: (seq, at, path, raw). A plain tuple of atoms, which the garbage
-# collector stops tracking, so a million of them do not lengthen every full collection
-# (a NamedTuple subclass would stay tracked).
-Row = tuple[int, int, str, bytes]
+# A record as stored: (seq, at, path, raw, reason). A plain tuple of atoms, which the
+# garbage collector stops tracking, so a million of them do not lengthen every full
+# collection (a NamedTuple subclass would stay tracked).
+Row = tuple[int, int, str, bytes, str]
 
 
 class Recorded(NamedTuple):
-    """One accepted event, or one accepted order of an Add-orders request."""
+    """One accepted event, one accepted order of an Add-orders request, or one ignored event."""
 
     seq: int
     at: int  # epoch milliseconds
     path: str
     raw: bytes  # the JSON as received (events) or as re-encoded (orders)
+    reason: str = ""  # why Yespo ignores it: set on ignored events only
 
     @property
     def body(self) -> Any:
         return orjson.loads(self.raw)
 
     def as_json(self) -> dict[str, Any]:
-        return {
+        out: dict[str, Any] = {
             "path": self.path,
             "body": orjson.Fragment(self.raw),
             "at": self.at,
             "seq": self.seq,
         }
+        if self.reason:
+            out["reason"] = self.reason
+        return out
 
 
 class RecordLog:
@@ -48,10 +52,10 @@ class RecordLog:
     def __len__(self) -> int:
         return len(self.rows)
 
-    def add(self, path: str, raw: bytes) -> tuple[Row, Row | None]:
+    def add(self, path: str, raw: bytes, reason: str = "") -> tuple[Row, Row | None]:
         """Append; return the new row and the one evicted to stay in bounds, if any."""
         self.last_seq += 1
-        row = (self.last_seq, time.time_ns() // 1_000_000, path, raw)
+        row = (self.last_seq, time.time_ns() // 1_000_000, path, raw, reason)
         evicted = self.rows.popleft() if len(self.rows) >= self.max_records else None
         self.rows.append(row)
         if self._waiters:

@@ -216,6 +216,86 @@ async def test_body_that_is_not_json_is_400(yespo: StandIn, http: aiohttp.Client
     assert "not JSON" in reply["message"]
 
 
+# -- events Yespo answers 200 and then ignores -------------------------------------------
+
+
+def order_event(kind: str, order_id: str = "1001", **params: str) -> dict[str, Any]:
+    """A Generate-event order body as seed 000 gives it; `params` replace or add fields."""
+    fields = {"phone": "380501234567", "externalCustomerId": "AV13760", "externalOrderId": order_id}
+    if kind == "orderCreated":
+        fields |= {"totalCost": "990", "status": "INITIALIZED", "date": "2020-05-14T10:11:00"}
+    fields |= params
+    return {
+        "eventTypeKey": kind,
+        "keyValue": "380501234567",
+        "params": [{"name": name, "value": value} for name, value in fields.items()],
+    }
+
+
+async def test_event_naming_no_contact_gets_200_but_is_recorded_as_ignored(
+    yespo: StandIn, http: aiohttp.ClientSession
+) -> None:
+    anonymous = {**event(), "params": event()["params"][1:]}  # the page only
+    blank = event()
+    blank["params"][0]["value"] = " "
+    for body in (anonymous, blank):
+        status, reply, _ = await post(http, f"{yespo.url}/v1/event", body)
+        assert (status, reply) == (200, "")
+    assert yespo.events == []
+    assert [r.body for r in yespo.ignored] == [anonymous, blank]
+    assert "names no contact" in yespo.ignored[0].reason
+    assert "params given: page" in yespo.ignored[0].reason
+
+
+@pytest.mark.parametrize("name", ["EmailAddress", "sms", "CONTACTKEY", "Contact_id", "PushToken"])
+async def test_contact_param_names_are_found_case_ignored(
+    yespo: StandIn, http: aiohttp.ClientSession, name: str
+) -> None:
+    body = {**event(), "params": [{"name": name, "value": "someone"}]}
+    status, _, _ = await post(http, f"{yespo.url}/v1/event", body)
+    assert status == 200
+    assert [r.body for r in yespo.events] == [body]
+    assert yespo.ignored == []
+
+
+async def test_order_event_needs_the_order_contact(
+    yespo: StandIn, http: aiohttp.ClientSession
+) -> None:
+    by_customer = order_event("orderCreated", "1", phone="")
+    by_contact_key = order_event("orderCreated", "2", phone="", externalCustomerId="")
+    by_contact_key["params"].append({"name": "ContactKey", "value": "k-1"})
+    for body in (by_customer, by_contact_key):
+        status, _, _ = await post(http, f"{yespo.url}/v1/event", body)
+        assert status == 200
+    assert [r.body for r in yespo.events] == [by_customer]
+    [ignored] = yespo.ignored
+    assert ignored.body == by_contact_key
+    assert "externalCustomerId, email or phone" in ignored.reason
+
+
+async def test_ignored_events_are_read_counted_and_cleared_like_the_others(
+    yespo: StandIn, http: aiohttp.ClientSession
+) -> None:
+    anonymous = {**event(), "params": event()["params"][1:]}
+    await post(http, f"{yespo.url}/v1/event", event(1))
+    await post(http, f"{yespo.url}/v2/event", anonymous)
+    [waited] = await yespo.wait_for_ignored(1, within_s=1)
+    assert waited.body == anonymous
+    ignored = await control(http, yespo, "GET", "/ignored")
+    assert ignored["last_seq"] == 1
+    [record] = ignored["ignored"]
+    assert (record["path"], record["body"], record["seq"]) == ("/api/v2/event", anonymous, 1)
+    assert "names no contact" in record["reason"]
+    events = await control(http, yespo, "GET", "/events")
+    assert "reason" not in events["events"][0]
+    stats = await control(http, yespo, "GET", "/stats")
+    assert (stats["events"], stats["ignored"]) == (1, 1)
+    assert stats["requests"] == {"/api/v1/event": {"200": 1}, "/api/v2/event": {"200": 1}}
+    await control(http, yespo, "DELETE", "/events")
+    assert (await control(http, yespo, "GET", "/ignored"))["ignored"] == []
+    assert yespo.stats()["ignored"] == 0
+
+
 # -- Add orders --------------------------------------------------------------------------
 
 
