@@ -315,17 +315,20 @@ async def test_add_orders_lists_failed_orders_and_records_the_rest(
         order("6", date="14.05.2020"),
         order("7", totalCost="990"),
         order("8", email="buyer@example.com"),
+        order("9", date="2020-05-14T10:11:00+02:00"),
+        order("10", date="2020-05-14T10:11:00.5"),
     ]
     status, reply, _ = await post(http, f"{yespo.url}/v1/orders", {"orders": orders})
     assert status == 200
     failed = {f["externalOrderId"]: f["message"] for f in reply["failedOrders"]}
-    assert set(failed) == {"2", "3", "4", "5", "6", "7"}
+    assert set(failed) == {"2", "3", "4", "5", "6", "7", "9", "10"}
     assert "status" in failed["2"]
     assert "items[0]" in failed["3"] and "url" in failed["3"]
     assert "externalCustomerId" in failed["4"]
     assert "email or phone" in failed["5"]
     assert "date" in failed["6"]
     assert "totalCost" in failed["7"]
+    assert "date must be YYYY-MM-ddTHH:mm:ss" in failed["9"] and "date" in failed["10"]
     assert [r.body["externalOrderId"] for r in yespo.orders] == ["1", "8"]
 
 
