@@ -16,6 +16,8 @@ import datetime
 import re
 from typing import Any
 
+import orjson
+
 # Generate event: Yespo's published limits.
 MAX_EVENT_BODY = 20_000  # bytes of one request body ("at most 20 KB", read as 20,000)
 MAX_EVENT_TYPE_KEY = 100
@@ -27,6 +29,8 @@ ORDER_STATUSES = frozenset(
     {"INITIALIZED", "IN_PROGRESS", "DELIVERED", "CANCELLED", "ABANDONED_SHOPPING_CART"}
 )
 ORDER_REQUIRED = ("externalOrderId", "externalCustomerId", "totalCost", "status", "date")
+# Generate event: what orderCreated must fill (its contact aside), or Yespo ignores it.
+ORDER_EVENT_REQUIRED = ("externalOrderId", "totalCost", "status", "date")
 ITEM_REQUIRED = ("externalItemId", "name", "quantity", "cost", "url", "imageUrl")
 
 # The param names Yespo reads as an event's contact, case ignored: its default list (an
@@ -109,18 +113,49 @@ def ignored_reason(body: dict[str, Any]) -> str | None:
     for param in body["params"]:
         if param["value"].strip():
             params.setdefault(param["name"], param["value"])
-    if body["eventTypeKey"] in ORDER_EVENT_TYPES:
+    event_type = body["eventTypeKey"]
+    if event_type in ORDER_EVENT_TYPES:
         if params.keys().isdisjoint(ORDER_CONTACT_PARAMS):
             return (
                 f"an order event needs its contact in {_one_of(ORDER_CONTACT_PARAMS)}; "
                 f"params given: {_names(params)}"
             )
-        return None
+        return _order_event_ignored(event_type, params)
     if _CONTACT_NAMES.isdisjoint(name.lower() for name in params):
         return (
             f"names no contact: Yespo looks for {_one_of(CONTACT_PARAMS)} (case ignored); "
             f"params given: {_names(params)}"
         )
+    return None
+
+
+def _order_event_ignored(event_type: str, params: dict[str, str]) -> str | None:
+    """Why Yespo ignores an order event that names its contact, or None."""
+    required = ORDER_EVENT_REQUIRED if event_type == "orderCreated" else ("externalOrderId",)
+    missing = [name for name in required if name not in params]
+    if missing:
+        return f"{event_type} without required param(s): {', '.join(missing)}"
+    status = params.get("status")
+    if status is not None and status not in ORDER_STATUSES:
+        return f"status must be one of {', '.join(sorted(ORDER_STATUSES))}, got {status!r}"
+    date = params.get("date")
+    if date is not None and not _is_date(date):
+        return f"date must be YYYY-MM-ddTHH:mm:ss, got {date!r}"
+    items = params.get("items")
+    if items is None:
+        return None
+    try:
+        parsed = orjson.loads(items)
+    except orjson.JSONDecodeError:
+        parsed = None
+    if not isinstance(parsed, list):
+        return "items must be a JSON string of an array of items"
+    for i, item in enumerate(parsed):
+        if not isinstance(item, dict):
+            return f"items[{i}] must be an object, got {kind(item)}"
+        missing = [name for name in ITEM_REQUIRED if item.get(name) in (None, "")]
+        if missing:
+            return f"items[{i}] without required field(s): {', '.join(missing)}"
     return None
 
 

@@ -273,6 +273,72 @@ async def test_order_event_needs_the_order_contact(
     assert "externalCustomerId, email or phone" in ignored.reason
 
 
+SEED_ITEMS = (
+    '[{"externalItemId":"200600","name":"Super Device","category":"devices","quantity":1,'
+    '"cost":990,"url":"http://example.com/item/200600",'
+    '"imageUrl":"http://example.com/item/200600/image.png"}]'
+)
+
+
+async def test_complete_order_events_are_recorded(
+    yespo: StandIn, http: aiohttp.ClientSession
+) -> None:
+    bodies = [
+        order_event("orderCreated", currency="UAH", items=SEED_ITEMS),
+        order_event("orderUpdated", status="IN_PROGRESS", date="2020-05-15T09:00:00"),
+        order_event("orderDelivered"),
+    ]
+    for body in bodies:
+        status, _, _ = await post(http, f"{yespo.url}/v1/event", body)
+        assert status == 200
+    assert [r.body for r in yespo.events] == bodies
+    assert yespo.ignored == []
+
+
+@pytest.mark.parametrize("name", ["externalOrderId", "totalCost", "status", "date"])
+async def test_order_created_missing_a_required_param_is_ignored(
+    yespo: StandIn, http: aiohttp.ClientSession, name: str
+) -> None:
+    body = order_event("orderCreated")
+    body["params"] = [p for p in body["params"] if p["name"] != name]
+    status, _, _ = await post(http, f"{yespo.url}/v1/event", body)
+    assert status == 200
+    assert yespo.events == []
+    [ignored] = yespo.ignored
+    assert ignored.reason == f"orderCreated without required param(s): {name}"
+
+
+@pytest.mark.parametrize(
+    ("change", "named"),
+    [
+        ({"status": "SHIPPED"}, "status must be one of"),
+        ({"status": "initialized"}, "status must be one of"),
+        ({"date": "2020-05-14T10:11:00+02:00"}, "date must be YYYY-MM-ddTHH:mm:ss"),
+        ({"date": "14.05.2020 10:11"}, "date must be YYYY-MM-ddTHH:mm:ss"),
+        ({"date": "2020-13-14T10:11:00"}, "date must be YYYY-MM-ddTHH:mm:ss"),
+        (
+            {"items": SEED_ITEMS.replace('"url"', '"link"')},
+            "items[0] without required field(s): url",
+        ),
+        ({"items": '{"externalItemId":"200600"}'}, "items must be a JSON string of an array"),
+    ],
+)
+async def test_order_event_with_a_bad_status_date_or_item_is_ignored(
+    yespo: StandIn, http: aiohttp.ClientSession, change: dict[str, str], named: str
+) -> None:
+    created = order_event("orderCreated", "2")
+    bodies = [
+        order_event("orderCreated", **change),
+        created,
+        order_event("orderUpdated", "2", **change),
+    ]
+    for body in bodies:
+        status, _, _ = await post(http, f"{yespo.url}/v1/event", body)
+        assert status == 200
+    assert [r.body for r in yespo.events] == [created]
+    assert [r.reason.startswith(named) for r in yespo.ignored] == [True, True]
+
+
 async def test_ignored_events_are_read_counted_and_cleared_like_the_others(
     yespo: StandIn, http: aiohttp.ClientSession
 ) -> None:
