@@ -29,7 +29,7 @@ import binascii
 import signal
 from base64 import b64decode
 from collections.abc import Awaitable, Callable
-from typing import Any, NoReturn
+from typing import Any, NoReturn, TypeVar
 
 import click
 import orjson
@@ -38,6 +38,7 @@ from aiohttp import web
 from collector.standin_checks import (
     MAX_EVENT_BODY,
     MAX_ORDERS,
+    created_order,
     event_problem,
     ignored_reason,
     order_problem,
@@ -58,6 +59,7 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 # What a Yespo endpoint makes of a body it got past faults and auth: the reply, and whether
 # anything was recorded (only then can drop_reply lose the reply).
 Accept = Callable[[str, bytes, Faults], tuple[web.Response, bool]]
+_V = TypeVar("_V")
 
 
 class StandIn:
@@ -83,6 +85,9 @@ class StandIn:
         self._orders = RecordLog(max_records)
         self._ignored = RecordLog(max_records)
         self._latest: dict[str, Row] = {}
+        # The orders Generate event created (orderCreated, orderUpdated), oldest first: with
+        # _latest, the orders Yespo has, which orderDelivered and orderCancelled need.
+        self._event_orders: dict[str, None] = {}
         # How many times each event body is recorded: duplicate detection's index, kept
         # only while that fault is on.
         self._bodies: dict[bytes, int] | None = None
@@ -150,6 +155,7 @@ class StandIn:
         self._orders.clear()
         self._ignored.clear()
         self._latest.clear()
+        self._event_orders.clear()
         self._bodies = None
         self._stats.clear()
 
@@ -285,10 +291,13 @@ class StandIn:
                 return _bad("Duplicated request"), False
         elif bodies is not None:
             bodies = self._bodies = None
-        reason = ignored_reason(body)
+        reason = ignored_reason(body, self._has_order)
         if reason is not None:  # Yespo's 200 all the same: the sender is never told
             self._ignored.add(path, raw, reason)
             return web.Response(), True
+        order_id = created_order(body)
+        if order_id is not None:
+            _remember(self._event_orders, order_id, None, self.max_records)
         _, evicted = self._events.add(path, raw)
         if bodies is not None:
             bodies[raw] = bodies.get(raw, 0) + 1
@@ -321,11 +330,7 @@ class StandIn:
                 failed.append({"externalOrderId": order_id, "message": problem})
                 continue
             row, _ = self._orders.add(path, orjson.dumps(order))
-            order_id = str(order["externalOrderId"])
-            self._latest.pop(order_id, None)  # re-insert: the dict's order is recency
-            self._latest[order_id] = row
-            if len(self._latest) > self.max_records:
-                del self._latest[next(iter(self._latest))]
+            _remember(self._latest, str(order["externalOrderId"]), row, self.max_records)
         return _json({"failedOrders": failed}), len(failed) < len(orders)
 
     async def _hold(self, request: web.Request, *, close: bool) -> NoReturn:
@@ -341,6 +346,9 @@ class StandIn:
             if transport is not None:
                 self._held.discard(transport)
         raise AssertionError("unreachable: only cancellation ends a held request")
+
+    def _has_order(self, order_id: str) -> bool:
+        return order_id in self._event_orders or order_id in self._latest
 
     def _count(self, path: str, status: int | str) -> None:
         key = (path, status)
@@ -415,6 +423,14 @@ def _fault_reply(status: int, retry_after: int | None) -> web.Response:
             content_type="application/json",
         )
     return web.Response(status=status, headers=headers, text=f"stand-in fault: {status}")
+
+
+def _remember(latest: dict[str, _V], key: str, value: _V, bound: int) -> None:
+    """Set `key` as the most recent entry of `latest`, dropping the oldest past `bound`."""
+    latest.pop(key, None)  # re-insert: the dict's order is recency
+    latest[key] = value
+    if len(latest) > bound:
+        del latest[next(iter(latest))]
 
 
 def _count_bodies(log: RecordLog) -> dict[bytes, int]:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import datetime
 import re
+from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -42,6 +43,8 @@ CONTACT_PARAMS = (
 # An order event's contact, named as the order rules name it (seeds 000-003).
 ORDER_CONTACT_PARAMS = ("externalCustomerId", "email", "phone")
 ORDER_EVENT_TYPES = frozenset({"orderCreated", "orderUpdated", "orderDelivered", "orderCancelled"})
+# The order events that create the order when Yespo does not have it.
+CREATING_ORDER_EVENTS = frozenset({"orderCreated", "orderUpdated"})
 
 _EVENT_KEYS = frozenset({"eventTypeKey", "keyValue", "params"})
 _CONTACT_NAMES = frozenset(name.lower() for name in CONTACT_PARAMS)
@@ -104,10 +107,11 @@ def event_problem(body: Any) -> str | None:
     return None
 
 
-def ignored_reason(body: dict[str, Any]) -> str | None:
+def ignored_reason(body: dict[str, Any], has_order: Callable[[str], bool]) -> str | None:
     """Why Yespo answers 200 to this event and then ignores it, or None if Yespo keeps it.
 
-    `body` is one that `event_problem` passed. A param with a blank value fills nothing.
+    `body` is one that `event_problem` passed; `has_order(externalOrderId)` says whether
+    Yespo has that order. A param with a blank value fills nothing.
     """
     params: dict[str, str] = {}
     for param in body["params"]:
@@ -120,7 +124,7 @@ def ignored_reason(body: dict[str, Any]) -> str | None:
                 f"an order event needs its contact in {_one_of(ORDER_CONTACT_PARAMS)}; "
                 f"params given: {_names(params)}"
             )
-        return _order_event_ignored(event_type, params)
+        return _order_event_ignored(event_type, params, has_order)
     if _CONTACT_NAMES.isdisjoint(name.lower() for name in params):
         return (
             f"names no contact: Yespo looks for {_one_of(CONTACT_PARAMS)} (case ignored); "
@@ -129,12 +133,22 @@ def ignored_reason(body: dict[str, Any]) -> str | None:
     return None
 
 
-def _order_event_ignored(event_type: str, params: dict[str, str]) -> str | None:
+def _order_event_ignored(
+    event_type: str, params: dict[str, str], has_order: Callable[[str], bool]
+) -> str | None:
     """Why Yespo ignores an order event that names its contact, or None."""
-    required = ORDER_EVENT_REQUIRED if event_type == "orderCreated" else ("externalOrderId",)
-    missing = [name for name in required if name not in params]
-    if missing:
-        return f"{event_type} without required param(s): {', '.join(missing)}"
+    order_id = params.get("externalOrderId")
+    if order_id is None:
+        return f"{event_type} without required param(s): externalOrderId"
+    known = has_order(order_id)
+    if not known and event_type not in CREATING_ORDER_EVENTS:
+        return f"{event_type} for order {order_id!r}, which Yespo does not have"
+    # orderUpdated creates an order Yespo does not have, and then orderCreated's rules apply.
+    if not known or event_type == "orderCreated":
+        missing = [name for name in ORDER_EVENT_REQUIRED if name not in params]
+        if missing:
+            creates = "" if event_type == "orderCreated" else f" (order {order_id!r} is new)"
+            return f"{event_type}{creates} without required param(s): {', '.join(missing)}"
     status = params.get("status")
     if status is not None and status not in ORDER_STATUSES:
         return f"status must be one of {', '.join(sorted(ORDER_STATUSES))}, got {status!r}"
@@ -156,6 +170,17 @@ def _order_event_ignored(event_type: str, params: dict[str, str]) -> str | None:
         missing = [name for name in ITEM_REQUIRED if item.get(name) in (None, "")]
         if missing:
             return f"items[{i}] without required field(s): {', '.join(missing)}"
+    return None
+
+
+def created_order(body: dict[str, Any]) -> str | None:
+    """The externalOrderId of a kept orderCreated or orderUpdated: Yespo now has that order."""
+    if body["eventTypeKey"] not in CREATING_ORDER_EVENTS:
+        return None
+    for param in body["params"]:
+        if param["name"] == "externalOrderId" and param["value"].strip():  # as ignored_reason
+            order_id: str = param["value"]
+            return order_id
     return None
 
 

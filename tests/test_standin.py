@@ -339,6 +339,53 @@ async def test_order_event_with_a_bad_status_date_or_item_is_ignored(
     assert [r.reason.startswith(named) for r in yespo.ignored] == [True, True]
 
 
+@pytest.mark.parametrize("kind", ["orderDelivered", "orderCancelled"])
+async def test_delivered_or_cancelled_for_an_order_yespo_lacks_is_ignored(
+    yespo: StandIn, http: aiohttp.ClientSession, kind: str
+) -> None:
+    async def send(body: dict[str, Any]) -> None:
+        status, _, _ = await post(http, f"{yespo.url}/v1/event", body)
+        assert status == 200
+
+    await send(order_event(kind, "1"))  # never created
+    await send(order_event("orderCreated", "2", status="NEW"))  # ignored: Yespo lacks it still
+    await send(order_event(kind, "2"))
+    await send(order_event("orderCreated", "3"))  # created by Generate event
+    await send(order_event(kind, "3"))
+    await post(http, f"{yespo.url}/v1/orders", {"orders": [order("4")]})  # by Add orders
+    await send(order_event(kind, "4"))
+    assert [(r.body["eventTypeKey"], r.body["params"][2]["value"]) for r in yespo.events] == [
+        ("orderCreated", "3"),
+        (kind, "3"),
+        (kind, "4"),
+    ]
+    reasons = [r.reason for r in yespo.ignored]
+    assert reasons[0] == reasons[2].replace("'2'", "'1'")
+    assert reasons[0] == f"{kind} for order '1', which Yespo does not have"
+    assert reasons[1].startswith("status must be one of")
+    yespo.clear()  # a fresh Yespo has no orders
+    await send(order_event(kind, "3"))
+    assert yespo.events == [] and len(yespo.ignored) == 1
+
+
+async def test_order_updated_for_a_new_order_follows_order_created_rules(
+    yespo: StandIn, http: aiohttp.ClientSession
+) -> None:
+    partial = order_event("orderUpdated", "1", status="IN_PROGRESS")
+    complete = order_event("orderUpdated", "2", totalCost="990", status="IN_PROGRESS")
+    complete["params"].append({"name": "date", "value": "2020-05-14T10:11:00"})
+    for body in (partial, complete, order_event("orderDelivered", "2")):
+        status, _, _ = await post(http, f"{yespo.url}/v1/event", body)
+        assert status == 200
+    assert [r.body["eventTypeKey"] for r in yespo.events] == ["orderUpdated", "orderDelivered"]
+    [ignored] = yespo.ignored
+    assert ignored.body == partial
+    assert (
+        ignored.reason
+        == "orderUpdated (order '1' is new) without required param(s): totalCost, date"
+    )
+
+
 async def test_ignored_events_are_read_counted_and_cleared_like_the_others(
     yespo: StandIn, http: aiohttp.ClientSession
 ) -> None:
