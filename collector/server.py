@@ -70,36 +70,42 @@ _SWEEP_EVERY_S = 1.0
 class CorkedHttpToolsProtocol(HttpToolsProtocol):
     """uvicorn's httptools protocol over a `CorkedTransport`, with a bound on a request's
     head (`MAX_HEAD_BYTES`, else 431) and on the time it takes to arrive
-    (`REQUEST_TIMEOUT_S`, else the connection is closed)."""
+    (`REQUEST_TIMEOUT_S`, else 408 and the connection is closed).
 
-    _in_head = True  # between a request's first byte and the end of its headers
+    Both cost a request next to nothing: the head is counted only while it is incomplete
+    after a read (a whole request in one read, the usual case, is never counted), and
+    one sweep per second for all connections watches for a request that stays unfinished.
+    """
+
+    _head_of: object = None  # the cycle before the head being counted
     _head_bytes = 0
-    _receiving_since: float | None = None  # loop time the request began to arrive
+    _stuck: tuple[object, float] | None = None  # (cycle, first seen unfinished), by sweep
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         corked: Any = CorkedTransport(transport, self.loop)
         super().connection_made(corked)
-        self._receiving_since = self.loop.time()
         _sweep_later(self.loop, self.connections)
 
     def data_received(self, data: bytes) -> None:
-        if self._receiving_since is None:
-            self._receiving_since = self.loop.time()
-        if self._in_head:
-            self._head_bytes += len(data)
+        cycle = self.cycle
         super().data_received(data)
-        if self._in_head and self._head_bytes > MAX_HEAD_BYTES and not self.transport.is_closing():
-            self._refuse(b"431 Request Header Fields Too Large")
+        if self.cycle is cycle and (cycle is None or not cycle.more_body):
+            # No head was completed by this read, and no body was being read: a head is.
+            if self._head_of is not cycle:
+                self._head_of, self._head_bytes = cycle, 0
+            self._head_bytes += len(data)
+            if self._head_bytes > MAX_HEAD_BYTES and not self.transport.is_closing():
+                self._refuse(b"431 Request Header Fields Too Large")
 
-    def on_headers_complete(self) -> None:
-        self._in_head = False
-        super().on_headers_complete()
-
-    def on_message_complete(self) -> None:
-        self._in_head = True
-        self._head_bytes = 0
-        self._receiving_since = None
-        super().on_message_complete()
+    def _receiving(self) -> bool:
+        """A request is on its way: nothing yet on a new connection, a head after the
+        last response (uvicorn's keep-alive timer is off once a byte came), or a body."""
+        cycle = self.cycle
+        if cycle is None:
+            return True
+        if cycle.more_body:
+            return True
+        return cycle.response_complete and self.timeout_keep_alive_task is None
 
     def _refuse(self, status: bytes) -> None:
         self.transport.write(
@@ -112,8 +118,8 @@ _sweeping: set[asyncio.AbstractEventLoop] = set()
 
 
 def _sweep_later(loop: asyncio.AbstractEventLoop, connections: set[Any]) -> None:
-    """Once per loop: every _SWEEP_EVERY_S, close the connections whose request has taken
-    longer than REQUEST_TIMEOUT_S to arrive (one timer for all, none per request)."""
+    """Once per loop: every _SWEEP_EVERY_S, close the connections whose request has stayed
+    unfinished for longer than REQUEST_TIMEOUT_S."""
     if loop in _sweeping:
         return
     _sweeping.add(loop)
@@ -121,9 +127,15 @@ def _sweep_later(loop: asyncio.AbstractEventLoop, connections: set[Any]) -> None
     def sweep() -> None:
         now = loop.time()
         for protocol in list(connections):
-            since = getattr(protocol, "_receiving_since", None)
-            late = since is not None and now - since > REQUEST_TIMEOUT_S
-            if late and not protocol.transport.is_closing():
+            if not isinstance(protocol, CorkedHttpToolsProtocol) or protocol.transport.is_closing():
+                continue
+            if not protocol._receiving():
+                protocol._stuck = None
+                continue
+            stuck = protocol._stuck
+            if stuck is None or stuck[0] is not protocol.cycle:
+                protocol._stuck = (protocol.cycle, now)
+            elif now - stuck[1] > REQUEST_TIMEOUT_S:
                 protocol._refuse(b"408 Request Timeout")
         if connections:
             loop.call_later(_SWEEP_EVERY_S, sweep)
