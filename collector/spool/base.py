@@ -174,9 +174,9 @@ class Spool(abc.ABC):
     ) -> tuple[list[bool], int]:
         """Commit entries of anonymous visitors (each entry's `key` is its visitor) aside
         from the queue. Returns, per entry, True if stored or False if a duplicate, and how
-        many of the oldest held entries of these visitors were dropped to keep each at
-        most `per_visitor`. Raises `SpoolFull` when the held entries would pass
-        `max_events`."""
+        many of the oldest held entries were dropped: of these visitors, to keep each at
+        most `per_visitor`, and of any visitor, to keep all at most `max_events` (held
+        entries are never refused: the oldest unidentified ones make room)."""
 
     @abc.abstractmethod
     async def held(self, visitor: str) -> list[Record]:

@@ -177,10 +177,6 @@ class MemorySpool(Spool):
     async def hold(
         self, entries: Sequence[EntryLike], received_at: int, per_visitor: int
     ) -> tuple[list[bool], int]:
-        if self._held_count + len(entries) > self.max_events:
-            raise SpoolFull(
-                f"spool holds {self._held_count} anonymous events, its bound is {self.max_events}"
-            )
         stored = self._claim(entries, received_at)
         dropped = 0
         for e, fresh in zip(entries, stored, strict=True):
@@ -195,6 +191,14 @@ class MemorySpool(Spool):
                 del held[next(iter(held))]
                 self._held_count -= 1
                 dropped += 1
+        while self._held_count > self.max_events:  # the oldest of any visitor go
+            visitor = min(self._held, key=lambda v: next(iter(self._held[v])))
+            held = self._held[visitor]
+            del held[next(iter(held))]
+            if not held:
+                del self._held[visitor]
+            self._held_count -= 1
+            dropped += 1
         return stored, dropped
 
     async def held(self, visitor: str) -> list[Record]:

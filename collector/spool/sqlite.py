@@ -153,10 +153,10 @@ class SqliteSpool(Spool):
         # file now and then (`_recount`), since other processes change them too.
         self._depth = 0
         self._held = 0
-        # Entries queued and not yet committed: changed on the event loop only. Between a
-        # commit and its settling an entry counts twice, which errs on the full side.
+        # Entries queued for the queue and not yet committed: changed on the event loop
+        # only. Between a commit and its settling an entry counts twice, which errs on the
+        # full side. (Held entries are never refused: see `_bound_held`.)
         self._queued = 0
-        self._held_queued = 0
         self._recounted = 0.0  # time.monotonic() of the last recount asked by an append
         self._leases: dict[int, int] = {}  # seq -> lease expiry (epoch ms), this process's
         # The blocked prefix: (last seq, keys, until): every waiting entry up to that seq
@@ -257,24 +257,19 @@ class SqliteSpool(Spool):
         self._depth += depth
         self._held += held
 
-    def _counted(self, held: bool) -> int:
-        """Entries in the file and on their way there: held ones, or the queue's."""
-        return self._held + self._held_queued if held else self._depth + self._queued
-
-    async def _check_bound(self, held: bool, more: int, bound: int | None = None) -> None:
-        """SpoolFull if `more` entries would take the queue (or the held entries) past the
-        bound: by the counts, and if they say so, by the file's counts (counted again at
-        most every _RECOUNT_WHEN_FULL_S)."""
+    async def _check_bound(self, more: int, bound: int | None = None) -> None:
+        """SpoolFull if `more` entries would take the queue past its bound: by the counts,
+        and if they say so, by the file's counts (counted again at most every
+        _RECOUNT_WHEN_FULL_S)."""
         limit = self.max_events if bound is None else min(bound, self.max_events)
-        if not more or self._counted(held) + more <= limit:
+        if not more or self._depth + self._queued + more <= limit:
             return
         if time.monotonic() - self._recounted >= _RECOUNT_WHEN_FULL_S:
             self._recounted = time.monotonic()
             await self._run(self._recount)
-            if self._counted(held) + more <= limit:
+            if self._depth + self._queued + more <= limit:
                 return
-        what = "anonymous events" if held else "events"
-        raise SpoolFull(f"spool holds {self._counted(held)} {what}, its bound is {limit}")
+        raise SpoolFull(f"spool holds {self._depth + self._queued} events, its bound is {limit}")
 
     # -- the writer thread ---------------------------------------------------------------
 
@@ -357,7 +352,6 @@ class SqliteSpool(Spool):
     ) -> None:
         """On the event loop: account for a group's commit and answer its waiters."""
         self._queued -= sum(len(a.entries) for a in group if a.per_visitor is None)
-        self._held_queued -= sum(len(a.entries) for a in group if a.per_visitor is not None)
         if results is None:
             count = sum(len(a.entries) for a in group)
             log.error("spool commit failed, %d events refused: %s", count, error)
@@ -378,7 +372,7 @@ class SqliteSpool(Spool):
         if self._closed or self._loop is None:
             raise SpoolError("spool is closed")
         if self._depth + self._queued + len(entries) > self.max_events or bound is not None:
-            await self._check_bound(False, len(entries), bound)
+            await self._check_bound(len(entries), bound)
         fut: asyncio.Future[list[bool]] = self._loop.create_future()
         self._put(_Append(entries, received_at, self._queue_rows, fut))
         self._queued += len(entries)
@@ -391,11 +385,9 @@ class SqliteSpool(Spool):
             return [], 0
         if self._closed or self._loop is None:
             raise SpoolError("spool is closed")
-        await self._check_bound(True, len(entries))
         fut: asyncio.Future[list[bool]] = self._loop.create_future()
         job = _Append(entries, received_at, self._held_rows, fut, per_visitor)
         self._put(job)
-        self._held_queued += len(entries)
         stored = await fut
         return stored, job.dropped
 
@@ -425,8 +417,9 @@ class SqliteSpool(Spool):
                     return self._write_without_repeats(conn, group)
             bodies = b"".join([e.body for job in jobs for e in job.entries])
             self._insert(conn, held, _join([job.meta for job in jobs]), bodies, jobs[0].start)
-        self._bound_held(conn, group)
-        return [[True] * len(job.entries) for job in group]
+        results = [[True] * len(job.entries) for job in group]
+        self._bound_held(conn, group, results)
+        return results
 
     def _write_without_repeats(
         self, conn: sqlite3.Connection, group: list[_Append]
@@ -468,7 +461,7 @@ class SqliteSpool(Spool):
                 conn.execute(sql.REPLACE_SEEN_JSON, (_join(claims), at))
             if metas:
                 self._insert(conn, held, _join(metas), b"".join(bodies), 0)
-        self._bound_held(conn, group)
+        self._bound_held(conn, group, results)
         return results
 
     @staticmethod
@@ -478,17 +471,29 @@ class SqliteSpool(Spool):
         statement = sql.INSERT_HELD_JSON if held else sql.INSERT_EVENTS_JSON
         conn.execute(statement, (meta, bodies, start))
 
-    @staticmethod
-    def _bound_held(conn: sqlite3.Connection, group: list[_Append]) -> None:
-        """Drop each visitor's oldest held entries beyond the bound per visitor."""
-        for job in group:
-            if job.per_visitor is not None:
-                for visitor in {e.key for e in job.entries}:
-                    job.dropped += conn.execute(
-                        "DELETE FROM held WHERE seq IN (SELECT seq FROM held WHERE key = ?"
-                        " ORDER BY seq DESC LIMIT -1 OFFSET ?)",
-                        (visitor, job.per_visitor),
-                    ).rowcount
+    def _bound_held(
+        self, conn: sqlite3.Connection, group: list[_Append], results: list[list[bool]]
+    ) -> None:
+        """Drop each visitor's oldest held entries beyond the bound per visitor, then the
+        oldest of any visitor beyond `max_events` in all: a site key is public, and a flood
+        of made-up visitors must push out unidentified events, not shut real ones out."""
+        held_jobs = [(job, stored) for job, stored in zip(group, results, strict=True)
+                     if job.per_visitor is not None]  # fmt: skip
+        if not held_jobs:
+            return
+        for job, _ in held_jobs:
+            for visitor in {e.key for e in job.entries}:
+                job.dropped += conn.execute(
+                    "DELETE FROM held WHERE seq IN (SELECT seq FROM held WHERE key = ?"
+                    " ORDER BY seq DESC LIMIT -1 OFFSET ?)",
+                    (visitor, job.per_visitor),
+                ).rowcount
+        held = self._held + sum(sum(stored) - job.dropped for job, stored in held_jobs)
+        if held > self.max_events:  # self._held is the writer's own count: see _recount
+            held_jobs[0][0].dropped += conn.execute(
+                "DELETE FROM held WHERE seq IN (SELECT seq FROM held ORDER BY seq LIMIT ?)",
+                (held - self.max_events,),
+            ).rowcount
 
     def _prune_seen(self, now: int) -> int:
         """Forget up to _PRUNE_ROWS messageIds claimed before the window; how many went."""
@@ -697,7 +702,7 @@ class SqliteSpool(Spool):
         entries: Sequence[EntryLike] = (),
         bound: int | None = None,
     ) -> None:
-        await self._check_bound(False, len(entries), bound)
+        await self._check_bound(len(entries), bound)
         await self._sql(
             sql.identify, visitor, contact, now, release, entries,
             after=lambda released: self._adjust(len(entries), -released),
