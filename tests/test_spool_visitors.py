@@ -101,6 +101,22 @@ async def test_held_entries_are_bounded_in_all_and_the_oldest_make_room(
         await s.close()
 
 
+async def test_remembered_visitors_are_bounded_and_the_oldest_forgotten(
+    make_spool: SpoolFactory,
+) -> None:
+    # Anyone can identify made-up visitors through a public site key, by the thousand.
+    s = make_spool(max_events=2)
+    await s.open()
+    try:
+        for n in range(4):
+            await s.identify(f"visitor:{n}", CONTACT, T0 + n)
+        await s.expire_held(0, 0)  # nothing is old enough by age
+        remembered = [v for v in range(4) if await s.contact_of(f"visitor:{v}", 0)]
+        assert remembered == [2, 3]
+    finally:
+        await s.close()
+
+
 async def test_held_entries_and_visitors_survive_a_restart(tmp_path: Path) -> None:
     path = str(tmp_path / "spool.db")
     first = SqliteSpool(path, max_events=100, dedup_window_ms=60_000)

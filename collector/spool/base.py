@@ -205,4 +205,5 @@ class Spool(abc.ABC):
     @abc.abstractmethod
     async def expire_held(self, held_before: int, visitors_before: int) -> int:
         """Delete held entries received before `held_before` and forget visitors identified
-        before `visitors_before`; return how many held entries were deleted."""
+        before `visitors_before`, and the oldest beyond `max_events` remembered visitors;
+        return how many held entries were deleted."""

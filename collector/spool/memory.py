@@ -240,4 +240,8 @@ class MemorySpool(Spool):
         self._held_count -= expired
         for visitor in [v for v, (_, at) in self._visitors.items() if at < visitors_before]:
             del self._visitors[visitor]
+        if len(self._visitors) > self.max_events:  # the newest max_events are remembered
+            by_age = sorted(self._visitors, key=lambda v: self._visitors[v][1])
+            for visitor in by_age[: len(self._visitors) - self.max_events]:
+                del self._visitors[visitor]
         return expired

@@ -713,6 +713,6 @@ class SqliteSpool(Spool):
 
     async def expire_held(self, held_before: int, visitors_before: int) -> int:
         return await self._sql(
-            sql.expire_held, held_before, visitors_before,
+            sql.expire_held, held_before, visitors_before, self.max_events,
             after=lambda expired: self._adjust(0, -expired),
         )  # fmt: skip

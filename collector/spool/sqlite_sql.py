@@ -265,10 +265,15 @@ def contact_of(conn: sqlite3.Connection, visitor: str, since: int) -> bytes | No
 
 
 def expire_held(
-    conn: sqlite3.Connection, held_before: int, visitors_before: int, scan: int = 20_000
+    conn: sqlite3.Connection,
+    held_before: int,
+    visitors_before: int,
+    max_visitors: int,
+    scan: int = 20_000,
 ) -> int:
-    """Delete held entries received before `held_before` (at most `scan` per call) and
-    visitors identified before `visitors_before`; return how many held entries went."""
+    """Delete held entries received before `held_before` (at most `scan` per call), and
+    visitors identified before `visitors_before` or beyond the newest `max_visitors`;
+    return how many held entries went."""
     conn.execute("BEGIN IMMEDIATE")
     # Held entries are in arrival order, so the expired ones are a prefix: walk it (bounded,
     # like the dedup prune) instead of scanning the whole table.
@@ -285,4 +290,11 @@ def expire_held(
             "DELETE FROM held WHERE seq <= ? AND received_at < ?", (last, held_before)
         ).rowcount
     conn.execute("DELETE FROM visitors WHERE at < ?", (visitors_before,))
+    over = conn.execute("SELECT count(*) FROM visitors").fetchone()[0] - max_visitors
+    if over > 0:  # made-up visitors, identified by the thousand, must not fill the disk
+        conn.execute(
+            "DELETE FROM visitors WHERE visitor IN"
+            " (SELECT visitor FROM visitors ORDER BY at LIMIT ?)",
+            (over,),
+        )
     return expired
