@@ -13,6 +13,7 @@ import pytest
 
 from collector.errors import SpoolFull
 from collector.spool import sqlite as sqlite_module
+from collector.spool import sqlite_leases
 from collector.spool.sqlite import SqliteSpool
 
 from .test_spool_contract import T0, Entry
@@ -102,7 +103,7 @@ async def test_a_key_stuck_in_retries_with_a_long_queue_does_not_stop_the_others
 ) -> None:
     # A lease walks a bounded number of waiting entries; here one key's entries fill more
     # than that bound, and its first one waits five minutes for a retry.
-    monkeypatch.setattr(sqlite_module, "_LEASE_SCAN", 100)
+    monkeypatch.setattr(sqlite_leases, "_LEASE_SCAN", 100)
     async with opened(tmp_path / "spool.db") as spool:
         await spool.append(entries("a", 250, key="contact:stuck"), T0)
         await spool.append(entries("b", 1, key="contact:other"), T0)

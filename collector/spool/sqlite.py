@@ -29,6 +29,7 @@ import orjson
 from ..errors import SpoolError, SpoolFull
 from . import sqlite_sql as sql
 from .base import DeadLetter, EntryLike, Record, Spool, SpoolStats
+from .sqlite_leases import Leases
 
 log = logging.getLogger("collector.spool")
 
@@ -48,10 +49,6 @@ _RECOUNT_EVERY_S = 60.0
 # When the counts say the spool is full, an append has them counted again first, at most
 # this often: the entries that another process delivered no longer count.
 _RECOUNT_WHEN_FULL_S = 1.0
-# A lease looks at most this many waiting entries for key heads, after the blocked prefix
-# (see `_lease_sync`), which remembers at most _BLOCKED_KEYS keys.
-_LEASE_SCAN = 100_000
-_BLOCKED_KEYS = 10_000
 # A group commit stops taking more requests once their bodies reach this many bytes:
 # SQLite refuses a blob over 1 GB, and a writer that fell behind should not try to catch
 # up in one transaction.
@@ -118,7 +115,6 @@ class _Call:
 
 
 _STOP = object()
-_FOREVER = 1 << 62
 
 
 def _join(metas: Sequence[bytes]) -> bytes:
@@ -158,11 +154,7 @@ class SqliteSpool(Spool):
         # full side. (Held entries are never refused: see `_bound_held`.)
         self._queued = 0
         self._recounted = 0.0  # time.monotonic() of the last recount asked by an append
-        self._leases: dict[int, int] = {}  # seq -> lease expiry (epoch ms), this process's
-        # The blocked prefix: (last seq, keys, until): every waiting entry up to that seq
-        # is of one of these keys, whose first entries wait for a retry until `until` at
-        # least. Writer thread only.
-        self._blocked: tuple[int, set[str], int] | None = None
+        self._leases = Leases()
         self._queue_rows = sql.Rows()
         self._held_rows = sql.Rows()
         self._closed = False
@@ -512,98 +504,24 @@ class SqliteSpool(Spool):
     async def lease(
         self, limit: int, lease_ms: int, now: int, kind: str | None = None
     ) -> list[Record]:
-        return await self._run(self._lease_sync, limit, lease_ms, now, kind)
-
-    def _lease_sync(
-        self, limit: int, lease_ms: int, now: int, kind: str | None = None
-    ) -> list[Record]:
-        # Walk the waiting entries in append order and take each key's first one if it
-        # may go now. Without a (key, seq) index (it would halve ingest speed) the walk is
-        # linear, but it stops once `limit` heads are found or _LEASE_SCAN rows are seen.
-        # Leases live in this process, not in the file: a lease is only ever reset when
-        # its forwarder dies, so writing (and fsyncing) it would buy nothing.
-        #
-        # The walk starts after the blocked prefix: the entries at the front whose keys all
-        # wait for a retry. Without it, one key stuck in retries with _LEASE_SCAN entries
-        # behind its head would stop every other key for as long as its retries last.
-        # The prefix grows with each walk, and is forgotten when its first retry is due or
-        # an entry in it is deleted or released.
-        conn = self._conn
-        assert conn is not None
-        leases = self._leases
-        after, until = 0, _FOREVER
-        blocked_keys: set[str] = set()
-        if self._blocked is not None and now < self._blocked[2]:
-            after, blocked_keys, until = self._blocked
-        seen_keys = set(blocked_keys)
-        growing = True  # every entry walked so far is of a blocked key
-        chosen: list[int] = []
-        cur = conn.execute(
-            "SELECT seq, key, not_before, kind FROM events WHERE seq > ? ORDER BY seq LIMIT ?",
-            (after, _LEASE_SCAN),
-        )
-        for seq, key, not_before, row_kind in cur:
-            if key in seen_keys:
-                if growing:
-                    if key in blocked_keys:
-                        after = seq
-                    else:
-                        growing = False
-                continue
-            seen_keys.add(key)
-            if not_before > now:  # the key's first entry waits for its retry
-                if growing and len(blocked_keys) < _BLOCKED_KEYS:
-                    blocked_keys.add(key)
-                    after, until = seq, min(until, not_before)
-                else:
-                    growing = False
-                continue
-            growing = False
-            if leases.get(seq, 0) <= now and (kind is None or row_kind == kind):
-                chosen.append(seq)
-                if len(chosen) == limit:
-                    break
-        cur.close()
-        self._blocked = (after, blocked_keys, until) if blocked_keys else None
-        records = []
-        for seq in chosen:
-            leases[seq] = now + lease_ms
-        for start, size in sql.chunks(len(chosen)):
-            part = chosen[start : start + size]
-            records += conn.execute(
-                f"SELECT {sql.RECORD_COLS} FROM events WHERE seq IN ({', '.join('?' * size)})",
-                part,
-            ).fetchall()
-        records.sort(key=lambda r: r[0])
-        return [sql.record(row) for row in records]
+        return await self._sql(self._leases.take, limit, lease_ms, now, kind)
 
     async def reset_leases(self) -> int:
-        # Leases are this process's own (see _lease_sync): what a dead forwarder held
+        # Leases are this process's own (see sqlite_leases.py): what a dead forwarder held
         # died with it, so a new one starts with none.
-        held = len(self._leases)
-        self._leases.clear()
-        return held
+        return self._leases.clear()
 
     async def ack(self, seqs: Sequence[int]) -> None:
         await self._run(self._delete_sync, list(seqs), None, after=self._removed)
-        self._unlease(seqs)
+        self._leases.drop(seqs)
 
     def _removed(self, removed: int) -> None:
         self._adjust(-removed)
 
-    def _unlease(self, seqs: Sequence[int]) -> None:
-        for seq in seqs:
-            self._leases.pop(seq, None)
-
-    def _changed(self, seqs: Sequence[int]) -> None:
-        """On the writer thread: these entries are deleted or wait anew."""
-        if self._blocked is not None and seqs and min(seqs) <= self._blocked[0]:
-            self._blocked = None
-
     def _delete_sync(self, seqs: list[int], dead: tuple[str, int | None, str, int] | None) -> int:
         conn = self._conn
         assert conn is not None
-        self._changed(seqs)
+        self._leases.changed(seqs)
         conn.execute("BEGIN IMMEDIATE")  # committed by _run, off the event loop
         removed = 0
         for start, size in sql.chunks(len(seqs)):
@@ -622,7 +540,7 @@ class SqliteSpool(Spool):
     async def release(self, seqs: Sequence[int], not_before: int) -> None:
         def work() -> None:
             assert self._conn is not None
-            self._changed(seqs)
+            self._leases.changed(seqs)
             self._conn.execute("BEGIN IMMEDIATE")
             for start, size in sql.chunks(len(seqs)):
                 self._conn.execute(
@@ -632,14 +550,14 @@ class SqliteSpool(Spool):
                 )
 
         await self._run(work)
-        self._unlease(seqs)
+        self._leases.drop(seqs)
 
     async def dead_letter(
         self, seqs: Sequence[int], reason: str, status: int | None, detail: str, now: int
     ) -> None:
         dead = (reason, status, detail, now)
         await self._run(self._delete_sync, list(seqs), dead, after=self._removed)
-        self._unlease(seqs)
+        self._leases.drop(seqs)
 
     # -- reading -------------------------------------------------------------------------
 
@@ -670,10 +588,7 @@ class SqliteSpool(Spool):
             return depth, oldest, dead, held
 
         depth, oldest, dead, held = await self._run(work)
-        # The writer adds leases while the event loop's thread drops them (ack, release):
-        # list() copies the values in one step under the GIL, a loop over them would not.
-        now = int(time.time() * 1000)
-        in_flight = sum(1 for until in list(self._leases.values()) if until > now)
+        in_flight = self._leases.in_flight(int(time.time() * 1000))
         return SpoolStats(depth, in_flight, dead, oldest, held)
 
     async def check(self) -> None:
