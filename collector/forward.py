@@ -291,11 +291,11 @@ class Forwarder:
     # -- sending -------------------------------------------------------------------------
 
     async def _send_event(self, record: Record) -> None:
-        reply = await self.sink.send_event(record.body)
+        reply = await self._reply(self.sink.send_event(record.body))
         self._settle(record, reply.outcome, reply)
 
     async def _send_orders(self, records: list[Record]) -> None:
-        reply = await self.sink.send_orders([r.body for r in records])
+        reply = await self._reply(self.sink.send_orders([r.body for r in records]))
         outcome = reply.outcome
         if outcome is not Outcome.DELIVERED:
             for r in records:
@@ -314,6 +314,16 @@ class Forwarder:
                 self._settle(r, Outcome.DELIVERED, reply)
             else:
                 self._settle(r, Outcome.REJECTED, Reply(reply.status, reason))
+
+    @staticmethod
+    async def _reply(sending: Coroutine[None, None, Reply]) -> Reply:
+        """The sink's reply; a failure of its own (a bug) is a retry, so that every sent
+        entry gets an outcome and none waits for its lease to run out."""
+        try:
+            return await sending
+        except Exception as exc:
+            log.exception("sending failed: retrying")
+            return Reply(None, f"the collector failed to send: {exc!r}")
 
     def _settle(self, record: Record, outcome: Outcome, reply: Reply) -> None:
         """Record what to write to the spool for one entry after one attempt."""

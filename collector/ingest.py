@@ -312,9 +312,16 @@ class Ingest:
         if normalize is normalize_inbound and not all(type(out) is Normalized for out in outs):
             # The structs keep an integer past 64 bits as it is, where orjson reads a float,
             # and the checks refuse such integers: a body with a refused event is judged on
-            # orjson's reading, as one that the structs do not take would be.
-            batch, normalize = self._read_events(body, structs=False)
-            outs = [normalize(raw, self.rules, self._new_id) for raw in batch]
+            # orjson's reading, as one that the structs do not take would be. Unless orjson
+            # cannot read it at all (a number too large in `context`, which the structs
+            # skip): then the structs' verdicts stand, and the good events go in.
+            try:
+                again = self._read_events(body, structs=False)
+            except RequestError:
+                pass
+            else:
+                batch, normalize = again
+                outs = [normalize(raw, self.rules, self._new_id) for raw in batch]
         self._on_events.received += len(batch)
 
         good: list[Normalized] = []

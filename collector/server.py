@@ -88,9 +88,11 @@ class CorkedHttpToolsProtocol(HttpToolsProtocol):
 
     def data_received(self, data: bytes) -> None:
         cycle = self.cycle
+        reading_body = cycle is not None and cycle.more_body
         super().data_received(data)
-        if self.cycle is cycle and (cycle is None or not cycle.more_body):
-            # No head was completed by this read, and no body was being read: a head is.
+        if self.cycle is cycle and not reading_body:
+            # No body was being read and no head was completed by this read: a head is
+            # (a body's last read, which completes its request, is not one).
             if self._head_of is not cycle:
                 self._head_of, self._head_bytes = cycle, 0
             self._head_bytes += len(data)

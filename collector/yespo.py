@@ -74,11 +74,11 @@ def retry_after_seconds(value: str | None, now: float | None = None) -> float | 
     except ValueError:
         try:
             when = email.utils.parsedate_to_datetime(value)
-        except (TypeError, ValueError, IndexError):
+            if when.tzinfo is None:  # "-0000": UTC, as RFC 5322 reads it
+                when = when.replace(tzinfo=datetime.UTC)
+            return max(0.0, when.timestamp() - (time.time() if now is None else now))
+        except (TypeError, ValueError, IndexError, OverflowError):
             return None
-        if when.tzinfo is None:  # "-0000": UTC, as RFC 5322 reads it
-            when = when.replace(tzinfo=datetime.UTC)
-        return max(0.0, when.timestamp() - (time.time() if now is None else now))
     return seconds if 0 <= seconds < math.inf else None
 
 

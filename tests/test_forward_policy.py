@@ -3,12 +3,17 @@ retry delay."""
 
 from __future__ import annotations
 
+import asyncio
 import email.utils
+import time
 
 import pytest
 
-from collector.forward import RetryPolicy
-from collector.yespo import failed_order_ids, retry_after_seconds
+from collector.forward import Forwarder, RetryPolicy
+from collector.spool.memory import MemorySpool
+from collector.yespo import Reply, failed_order_ids, retry_after_seconds
+
+from .test_spool_contract import Entry
 
 NOW = 1_790_000_000.0  # epoch seconds
 
@@ -28,7 +33,11 @@ def test_retry_after_is_read_in_both_forms(header: str, seconds: float) -> None:
     assert retry_after_seconds(header, now=NOW) == pytest.approx(seconds)
 
 
-@pytest.mark.parametrize("header", [None, "", "-1", "soon", "inf", "nan", "1e400", "Wed, 99"])
+@pytest.mark.parametrize(
+    "header",
+    [None, "", "-1", "soon", "inf", "nan", "1e400", "Wed, 99",
+     "Wed, 21 Oct 99999999999999999999 07:28:00 GMT", "Wed, 21 Oct 2015 07:28:00 +99999999999"],
+)  # fmt: skip
 def test_unusable_retry_after_is_read_as_absent(header: str | None) -> None:
     assert retry_after_seconds(header, now=NOW) is None
 
@@ -62,3 +71,38 @@ def test_the_orders_add_orders_refused_are_read_in_every_form(
 @pytest.mark.parametrize("body", ["not json", '{"failedOrders":"some"}', '{"failedOrders":3}'])
 def test_an_unreadable_add_orders_reply_says_so(body: str) -> None:
     assert failed_order_ids(body) is None
+
+
+async def test_a_sink_that_fails_gets_its_entry_a_retry_not_a_lost_outcome() -> None:
+    # A bug in sending (here: the sink raises) must leave every entry with an outcome;
+    # otherwise it waits leased until its lease ends, and a 2xx already given goes twice.
+    class FailingOnce:
+        calls = 0
+
+        async def start(self) -> None: ...
+        async def close(self) -> None: ...
+
+        async def send_event(self, body: bytes) -> Reply:
+            self.calls += 1
+            if self.calls == 1:
+                raise OverflowError("a bug")
+            return Reply(200, "")
+
+        async def send_orders(self, orders: list[bytes]) -> Reply:
+            return Reply(200, "")
+
+    spool = MemorySpool(max_events=10, dedup_window_ms=1000)
+    await spool.open()
+    await spool.append([Entry("m1")], int(time.time() * 1000))
+    sink = FailingOnce()
+    f = Forwarder(spool, sink, retry=RetryPolicy(base_ms=1), lease_ms=600_000, poll_ms=10)
+    task = asyncio.create_task(f.run())
+    try:
+        for _ in range(200):
+            if (await spool.stats()).depth == 0:
+                break
+            await asyncio.sleep(0.01)
+        assert (await spool.stats()).depth == 0 and sink.calls == 2
+    finally:
+        f.stop(1)
+        await task

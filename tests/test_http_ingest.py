@@ -337,3 +337,23 @@ async def test_a_client_that_leaves_mid_body_is_no_error(
         await writer.wait_closed()
     await asyncio.sleep(0.3)
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR], caplog.text
+
+
+async def test_a_bad_event_beside_a_context_orjson_cannot_read_harms_no_one(
+    collector: Running,
+) -> None:
+    # The structs skip `context`; orjson refuses 1e999 in it. The refused neighbour sends
+    # the body to orjson again, which must not take the good event down with it.
+    good = (
+        b'{"type":"pageViewed","contact":{"email":"a@b.co"},'
+        b'"properties":{"location":"https://shop.example/"},"context":{"n":1e999}}'
+    )
+    bad = b'{"type":"pageViewed","contact":{"email":"a@b.co"},"properties":{}}'
+    async with collector.http.post(
+        collector.url + "/v1/events",
+        data=b'{"batch":[%s,%s]}' % (good, bad),
+        headers=collector.auth(),
+    ) as resp:
+        reply = await resp.json()
+        assert resp.status == 200, reply
+    assert reply["accepted"] == 1 and [r["index"] for r in reply["rejected"]] == [1]

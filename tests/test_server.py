@@ -97,6 +97,23 @@ async def test_a_request_head_past_its_bound_is_refused_and_the_connection_close
         writer.close()
 
 
+async def test_a_large_body_sent_after_its_head_is_no_head() -> None:
+    # curl writes the head, then the body: the read that completes a 100 KB body is not
+    # part of any head.
+    async with serve(_hello) as url:
+        host, port = url.removeprefix("http://").split(":")
+        reader, writer = await asyncio.open_connection(host, int(port))
+        body = b"x" * 100_000
+        head = b"POST / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+        writer.write(head + b"Content-Length: %d\r\n\r\n" % len(body))
+        await writer.drain()
+        await asyncio.sleep(0.05)
+        writer.write(body)
+        await writer.drain()
+        assert (await _read_all(reader, 5)).startswith(b"HTTP/1.1 200")
+        writer.close()
+
+
 async def test_a_client_that_never_finishes_its_request_is_let_go(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import pytest
@@ -113,6 +114,30 @@ async def test_remembered_visitors_are_bounded_and_the_oldest_forgotten(
         await s.expire_held(0, 0)  # nothing is old enough by age
         remembered = [v for v in range(4) if await s.contact_of(f"visitor:{v}", 0)]
         assert remembered == [2, 3]
+    finally:
+        await s.close()
+
+
+async def test_identifies_at_once_keep_to_the_bound_together(make_spool: SpoolFactory) -> None:
+    s = make_spool(max_events=300)  # room for all 200 held entries
+    await s.open()
+    try:
+        visitors = [f"visitor:{n}" for n in range(20)]
+        for v in visitors:
+            await s.hold([held(f"{v}-{i}", v) for i in range(10)], T0, 10)
+
+        async def identify(v: str) -> bool:
+            records = await s.held(v)
+            entries = [Entry(r.message_id, key=f"contact:{v}") for r in records]
+            try:
+                await s.identify(v, CONTACT, T0, [r.seq for r in records], entries, bound=80)
+            except SpoolFull:
+                return False
+            return True
+
+        done = await asyncio.gather(*(identify(v) for v in visitors))
+        assert sum(done) == 8  # 8 x 10 entries fill the share of 80; the rest stay held
+        assert (await s.stats()).depth == 80
     finally:
         await s.close()
 

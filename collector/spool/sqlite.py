@@ -618,10 +618,14 @@ class SqliteSpool(Spool):
         bound: int | None = None,
     ) -> None:
         await self._check_bound(len(entries), bound)
-        await self._sql(
-            sql.identify, visitor, contact, now, release, entries,
-            after=lambda released: self._adjust(len(entries), -released),
-        )  # fmt: skip
+        self._queued += len(entries)  # as append: concurrent identifies see each other
+        try:
+            await self._sql(
+                sql.identify, visitor, contact, now, release, entries,
+                after=lambda released: self._adjust(len(entries), -released),
+            )  # fmt: skip
+        finally:
+            self._queued -= len(entries)
 
     async def contact_of(self, visitor: str, since: int) -> bytes | None:
         return await self._sql(sql.contact_of, visitor, since)
