@@ -148,7 +148,9 @@ class Visitors:
                     continue
             else:
                 event = self._with_defaults(raw, now)
-                if contact is None and isinstance(raw, dict) and raw.get("contact"):
+                own_contact = isinstance(raw, dict) and bool(raw.get("contact"))
+                keep_contact = False
+                if contact is None and own_contact:
                     # An event that names a contact identifies the visitor, as identify
                     # does: what was held goes first, so the visitor's events keep their
                     # order (an order's later event must not overtake its held creation).
@@ -157,7 +159,12 @@ class Visitors:
                         await flush()
                         await self._identify(key, identity, now)
                         contact = identity
-                if contact is not None or (isinstance(raw, dict) and raw.get("contact")):
+                    elif to_hold or await self.spool.held(key):
+                        # A contact that cannot identify the visitor (an order's
+                        # externalCustomerId alone), while earlier events of the visitor
+                        # wait: it waits behind them, keeping its own contact.
+                        own_contact, keep_contact = False, True
+                if contact is not None or own_contact:
                     if type(event) is dict and contact is not None and not event.get("contact"):
                         event["contact"] = contact
                     out = normalize_event(event, self.rules, self._new_id)
@@ -167,7 +174,7 @@ class Visitors:
                         continue
                 else:
                     client_id = isinstance(raw, dict) and raw.get("messageId") is not None
-                    hold = self._checked_anonymous(event, key, client_id)
+                    hold = self._checked_anonymous(event, key, client_id, keep_contact)
                     if isinstance(hold, Held):
                         to_hold.append(hold)
                         accepted += 1
@@ -204,19 +211,25 @@ class Visitors:
             event["timestamp"] = now
         return event
 
-    def _checked_anonymous(self, event: Any, key: str, client_id: bool) -> Held | list[FieldError]:
+    def _checked_anonymous(
+        self, event: Any, key: str, client_id: bool, keep_contact: bool = False
+    ) -> Held | list[FieldError]:
         """Check an anonymous event as if it named a contact; what the spool holds of it.
 
         `client_id`: the messageId is the page's own (the script's), not one made here: only
-        such ids are claimed for deduplication (a made-up one cannot come again)."""
+        such ids are claimed for deduplication (a made-up one cannot come again).
+        `keep_contact`: the event is checked and held with the contact it names, which it
+        keeps when the visitor identifies."""
         if not isinstance(event, dict):
             out = normalize_event(event, self.rules, self._new_id)
             assert not isinstance(out, Normalized)
             return out
-        out = normalize_event({**event, "contact": _STAND_IN_CONTACT}, self.rules, self._new_id)
+        checked = event if keep_contact else {**event, "contact": _STAND_IN_CONTACT}
+        out = normalize_event(checked, self.rules, self._new_id)
         if not isinstance(out, Normalized):
             return out
-        event.pop("contact", None)
+        if not keep_contact:
+            event.pop("contact", None)
         event.pop("context", None)  # checked, never sent: not kept (nor re-serialized)
         body = orjson.dumps(event)
         return Held(out.message_id, client_id, "held", key, out.event_type, out.event_time, body)
@@ -254,7 +267,8 @@ class Visitors:
         invalid = 0
         for record in held:
             event = orjson.loads(record.body)
-            event["contact"] = contact
+            if not event.get("contact"):  # one held with a contact of its own keeps it
+                event["contact"] = contact
             out = normalize_event(event, self.rules, self._new_id)
             if isinstance(out, Normalized):
                 entries.append(out)

@@ -185,6 +185,25 @@ async def test_anonymous_events_keep_no_context_and_claim_only_the_pages_ids(
     assert all("context" not in body for body in bodies)
 
 
+async def test_an_orders_later_event_waits_behind_its_held_creation(web: Running) -> None:
+    # orderUpdated names only externalCustomerId: valid for an order event, but not a
+    # contact the visitor can be identified by. The visitor's orderCreated is held, so
+    # the update must wait behind it, not reach Yespo first.
+    created = {"type": "orderCreated", "messageId": "c1",
+               "properties": {"externalOrderId": "o-1", "totalCost": 10,
+                              "status": "INITIALIZED", "date": "2026-11-23T10:00:00"}}  # fmt: skip
+    updated = {"type": "orderUpdated", "messageId": "u1", "contact": {"externalCustomerId": "k1"},
+               "properties": {"externalOrderId": "o-1", "status": "IN_PROGRESS"}}  # fmt: skip
+    assert (await send(web, [created]))[1]["held"] == 1
+    assert (await send(web, [updated]))[1]["held"] == 1
+    assert await spool(web).pending(10) == []
+    await send(web, [identify("a@example.com")])
+    records = await spool(web).pending(10)
+    assert [r.message_id for r in records] == ["c1", "u1"]
+    bodies = [orjson.loads(r.body) for r in records]
+    assert [params(b).get("externalCustomerId") for b in bodies] == [None, "k1"]
+
+
 async def test_a_resent_batch_is_acknowledged_and_not_held_twice(web: Running) -> None:
     batch = [page("https://shop.example/", "m1")]
     await send(web, batch)
