@@ -27,7 +27,7 @@ import orjson
 
 from .config import Settings
 from .contact import identity_problem, key_value, normalize_contact
-from .errors import FieldError, SpoolError
+from .errors import FieldError, SpoolError, SpoolFull
 from .ingest import Counters, id_factory, rules_from
 from .metrics import Metrics
 from .normalize import Normalized, normalize_event
@@ -141,6 +141,8 @@ class Visitors:
             elif isinstance(raw, dict) and raw.get("type") == IDENTIFY:
                 identity = self._identity(raw, errors)
                 if identity is not None:
+                    if identity != contact or to_hold:  # a page's routine re-identify: no
+                        await self._make_room(key, to_hold)
                     await flush()
                     await self._identify(key, identity, now, known=identity == contact)
                     contact = identity
@@ -156,6 +158,7 @@ class Visitors:
                     # order (an order's later event must not overtake its held creation).
                     identity = self._identity(raw, [])
                     if identity is not None:
+                        await self._make_room(key, to_hold)
                         await flush()
                         await self._identify(key, identity, now)
                         contact = identity
@@ -250,6 +253,14 @@ class Visitors:
             errors.append(FieldError("contact", problem))
             return None
         return {k: v for k, v in given.items() if v is not None}
+
+    async def _make_room(self, key: str, to_hold: list[Held]) -> None:
+        """SpoolFull, before anything of the request is stored, when identifying would not
+        fit: the visitor's held events, and those of this request, go to the queue then
+        (a refusal halfway would answer 503 for events already held)."""
+        released = len(await self.spool.held(key)) + len(to_hold)
+        if released > self.spool.room(self._bound):
+            raise SpoolFull(f"no room for the visitor's {released} held events to be released")
 
     async def _identify(
         self, key: str, contact: dict[str, Any], now: int, known: bool = False

@@ -415,3 +415,20 @@ async def test_browsers_fill_only_their_share_of_the_spool_and_identify_keeps_to
              "properties": {"location": "https://shop.example/s"}},
         )  # fmt: skip
         assert (status, reply["accepted"]) == (200, 1)
+
+
+async def test_a_request_that_cannot_be_taken_whole_is_refused_before_any_of_it_is_held(
+    tmp_path: Path,
+) -> None:
+    # The browsers' share (8 of 10) is taken; a batch with an anonymous event and then one
+    # naming a contact (which identifies the visitor, releasing what is held) cannot fit:
+    # its 503 must mean that nothing of it was stored.
+    settings = make_settings(tmp_path, site_keys={SITE: (SHOP,)}, spool_max_events=10)
+    async with running(settings) as c:
+        batch = [{"type": "pageViewed", "contact": {"email": f"s{n}@example.com"},
+                  "properties": {"location": f"https://shop.example/{n}"}} for n in range(8)]  # fmt: skip
+        assert (await c.post("/v1/events", {"batch": batch}))[0] == 200
+        named = {**page("https://shop.example/b", "m2"), "contact": {"email": "a@example.com"}}
+        status, _, _ = await send(c, [page("https://shop.example/a", "m1"), named])
+        assert status == 503
+        assert await spool(c).held(f"visitor:{VISITOR}") == []

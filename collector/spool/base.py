@@ -183,6 +183,12 @@ class Spool(abc.ABC):
         """The visitor's held entries, oldest first."""
 
     @abc.abstractmethod
+    def room(self, bound: int | None = None) -> int:
+        """How many more entries the queue takes now, by this process's counts (up to
+        `max_events`, or the lower `bound`): to refuse a request before any of it is
+        stored, where `append` or `identify` would refuse it halfway."""
+
+    @abc.abstractmethod
     async def identify(
         self,
         visitor: str,

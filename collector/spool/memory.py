@@ -47,6 +47,10 @@ class MemorySpool(Spool):
                 self._enqueue(self._new_record(e, received_at))
         return stored
 
+    def room(self, bound: int | None = None) -> int:
+        limit = self.max_events if bound is None else min(bound, self.max_events)
+        return max(0, limit - len(self._rows))
+
     def _check_bound(self, more: int, bound: int | None) -> None:
         limit = self.max_events if bound is None else min(bound, self.max_events)
         if more and len(self._rows) + more > limit:

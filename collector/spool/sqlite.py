@@ -249,6 +249,10 @@ class SqliteSpool(Spool):
         self._depth += depth
         self._held += held
 
+    def room(self, bound: int | None = None) -> int:
+        limit = self.max_events if bound is None else min(bound, self.max_events)
+        return max(0, limit - self._depth - self._queued)
+
     async def _check_bound(self, more: int, bound: int | None = None) -> None:
         """SpoolFull if `more` entries would take the queue past its bound: by the counts,
         and if they say so, by the file's counts (counted again at most every
