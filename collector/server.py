@@ -88,7 +88,9 @@ class CorkedHttpToolsProtocol(HttpToolsProtocol):
 
     def data_received(self, data: bytes) -> None:
         cycle = self.cycle
-        reading_body = cycle is not None and cycle.more_body
+        # uvicorn leaves `more_body` set on a request answered before its body was read
+        # (a 401, 404 or 413): its later bytes count as a head then, not as a body.
+        reading_body = cycle is not None and cycle.more_body and not cycle.response_complete
         super().data_received(data)
         if self.cycle is cycle and not reading_body:
             # No body was being read and no head was completed by this read: a head is
@@ -105,9 +107,9 @@ class CorkedHttpToolsProtocol(HttpToolsProtocol):
         cycle = self.cycle
         if cycle is None:
             return True
-        if cycle.more_body:
-            return True
-        return cycle.response_complete and self.timeout_keep_alive_task is None
+        if cycle.response_complete:
+            return self.timeout_keep_alive_task is None
+        return cycle.more_body
 
     def _refuse(self, status: bytes) -> None:
         self.transport.write(

@@ -157,7 +157,8 @@ class YespoClient:
                 text = await resp.text(errors="replace")
                 return Reply(
                     resp.status,
-                    text[:MAX_DETAIL_CHARS],
+                    # A 2xx is read whole: Add orders lists its failed orders in it.
+                    text if 200 <= resp.status < 300 else text[:MAX_DETAIL_CHARS],
                     retry_after_seconds(resp.headers.get("Retry-After")),
                 )
         except (aiohttp.ClientError, asyncio.TimeoutError) as exc:  # noqa: UP041 (aiohttp raises both)

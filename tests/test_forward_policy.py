@@ -7,11 +7,13 @@ import asyncio
 import email.utils
 import time
 
+import orjson
 import pytest
+from aiohttp import web
 
 from collector.forward import Forwarder, RetryPolicy
 from collector.spool.memory import MemorySpool
-from collector.yespo import Reply, failed_order_ids, retry_after_seconds
+from collector.yespo import Reply, YespoClient, failed_order_ids, retry_after_seconds
 
 from .test_spool_contract import Entry
 
@@ -106,3 +108,29 @@ async def test_a_sink_that_fails_gets_its_entry_a_retry_not_a_lost_outcome() -> 
     finally:
         f.stop(1)
         await task
+
+
+async def test_an_add_orders_reply_listing_many_failed_orders_is_read_whole() -> None:
+    # Cut at 2,000 characters, this reply would not parse, and every order of the request
+    # would count as delivered.
+    failed = [{"externalOrderId": f"o-{n}", "message": "x" * 50} for n in range(100)]
+    body = orjson.dumps({"failedOrders": failed})
+
+    async def orders(request: web.Request) -> web.Response:
+        return web.Response(body=body, content_type="application/json")
+
+    app = web.Application()
+    app.router.add_post("/api/v1/orders", orders)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    client = YespoClient(f"http://127.0.0.1:{port}/api", "key")
+    await client.start()
+    try:
+        reply = await client.send_orders([b"{}"])
+        assert len(failed_order_ids(reply.body) or {}) == 100
+    finally:
+        await client.close()
+        await runner.cleanup()
