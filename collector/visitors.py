@@ -113,6 +113,7 @@ class Visitors:
         key = visitor_key(anonymous_id)
         found = await self.spool.contact_of(key, now - s.visitor_ttl_s * 1000)
         contact: dict[str, Any] | None = None if found is None else orjson.loads(found)
+        await self._check_room(batch, key, contact)
         to_hold: list[Held] = []
         to_append: list[Normalized] = []
         accepted = duplicates = held = 0
@@ -141,8 +142,6 @@ class Visitors:
             elif isinstance(raw, dict) and raw.get("type") == IDENTIFY:
                 identity = self._identity(raw, errors)
                 if identity is not None:
-                    if identity != contact or to_hold:  # a page's routine re-identify: no
-                        await self._make_room(key, to_hold)
                     await flush()
                     await self._identify(key, identity, now, known=identity == contact)
                     contact = identity
@@ -158,7 +157,6 @@ class Visitors:
                     # order (an order's later event must not overtake its held creation).
                     identity = self._identity(raw, [])
                     if identity is not None:
-                        await self._make_room(key, to_hold)
                         await flush()
                         await self._identify(key, identity, now)
                         contact = identity
@@ -254,13 +252,21 @@ class Visitors:
             return None
         return {k: v for k, v in given.items() if v is not None}
 
-    async def _make_room(self, key: str, to_hold: list[Held]) -> None:
-        """SpoolFull, before anything of the request is stored, when identifying would not
-        fit: the visitor's held events, and those of this request, go to the queue then
-        (a refusal halfway would answer 503 for events already held)."""
-        released = len(await self.spool.held(key)) + len(to_hold)
-        if released > self.spool.room(self._bound):
-            raise SpoolFull(f"no room for the visitor's {released} held events to be released")
+    async def _check_room(self, batch: list[Any], key: str, contact: object) -> None:
+        """SpoolFull, before anything of the request is stored, when what it may put in the
+        queue would not fit (a refusal halfway would answer 503 for events already stored):
+        every event of a known visitor; for an unknown one, if an event of the batch may
+        identify it, the visitor's held events and the whole batch; else nothing (held
+        events are never refused)."""
+        if contact is not None:
+            need = len(batch)
+        elif any(isinstance(e, dict) and (e.get("type") == IDENTIFY or e.get("contact"))
+                 for e in batch):  # fmt: skip
+            need = len(await self.spool.held(key)) + len(batch)
+        else:
+            return
+        if need > self.spool.room(self._bound):
+            raise SpoolFull(f"no room for the {need} events this request may queue")
 
     async def _identify(
         self, key: str, contact: dict[str, Any], now: int, known: bool = False

@@ -432,3 +432,22 @@ async def test_a_request_that_cannot_be_taken_whole_is_refused_before_any_of_it_
         status, _, _ = await send(c, [page("https://shop.example/a", "m1"), named])
         assert status == 503
         assert await spool(c).held(f"visitor:{VISITOR}") == []
+
+
+async def test_a_batch_that_identifies_is_refused_whole_or_taken_whole(tmp_path: Path) -> None:
+    # Room for one more browser event (share 8 of 10, 7 taken): [page, identify, page]
+    # would queue three. Nothing of it may be stored by its 503; anonymous events alone
+    # are still held, since holding them takes no room in the queue.
+    settings = make_settings(tmp_path, site_keys={SITE: (SHOP,)}, spool_max_events=10)
+    async with running(settings) as c:
+        batch = [{"type": "pageViewed", "contact": {"email": f"s{n}@example.com"},
+                  "properties": {"location": f"https://shop.example/{n}"}} for n in range(7)]  # fmt: skip
+        assert (await c.post("/v1/events", {"batch": batch}))[0] == 200
+        a, b = page("https://shop.example/a", "a1"), page("https://shop.example/b", "b1")
+        status, _, _ = await send(c, [a, identify("a@example.com"), b])
+        assert status == 503
+        assert (await spool(c).stats()).depth == 7
+        assert await spool(c).held(f"visitor:{VISITOR}") == []
+        assert await spool(c).contact_of(f"visitor:{VISITOR}", 0) is None
+        status, reply, _ = await send(c, [a, b])
+        assert (status, reply["held"]) == (200, 2)
