@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 import random
 import time
@@ -366,12 +367,10 @@ class Forwarder:
                     self.metrics.sent.inc(len(done.ack))
                 done.ack = []
             done.retry.sort(key=lambda r: r[1])  # one release per retry time
-            while done.retry:
-                not_before = done.retry[0][1]
-                n = next((i for i, r in enumerate(done.retry) if r[1] != not_before), None)
-                group = done.retry[:n]
-                await self.spool.release([seq for seq, _ in group], not_before)
-                del done.retry[: len(group)]
+            for not_before, group in itertools.groupby(list(done.retry), key=lambda r: r[1]):
+                seqs = [seq for seq, _ in group]
+                await self.spool.release(seqs, not_before)
+                del done.retry[: len(seqs)]
             now = self._clock()
             while done.dead:
                 seq, reason, status, detail = done.dead[0]

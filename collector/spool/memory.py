@@ -52,8 +52,8 @@ class MemorySpool(Spool):
         return max(0, limit - len(self._rows))
 
     def _check_bound(self, more: int, bound: int | None) -> None:
-        limit = self.max_events if bound is None else min(bound, self.max_events)
-        if more and len(self._rows) + more > limit:
+        if more > self.room(bound):
+            limit = self.max_events if bound is None else min(bound, self.max_events)
             raise SpoolFull(f"spool holds {len(self._rows)} events, its bound is {limit}")
 
     def _claim(self, entries: Sequence[EntryLike], received_at: int) -> list[bool]:

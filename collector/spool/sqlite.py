@@ -257,14 +257,14 @@ class SqliteSpool(Spool):
         """SpoolFull if `more` entries would take the queue past its bound: by the counts,
         and if they say so, by the file's counts (counted again at most every
         _RECOUNT_WHEN_FULL_S)."""
-        limit = self.max_events if bound is None else min(bound, self.max_events)
-        if not more or self._depth + self._queued + more <= limit:
+        if more <= self.room(bound):
             return
         if time.monotonic() - self._recounted >= _RECOUNT_WHEN_FULL_S:
             self._recounted = time.monotonic()
             await self._run(self._recount)
-            if self._depth + self._queued + more <= limit:
+            if more <= self.room(bound):
                 return
+        limit = self.max_events if bound is None else min(bound, self.max_events)
         raise SpoolFull(f"spool holds {self._depth + self._queued} events, its bound is {limit}")
 
     # -- the writer thread ---------------------------------------------------------------
