@@ -15,7 +15,8 @@ import click
 import orjson
 
 from . import __version__
-from .config import ConfigError, Settings
+from .config import Settings
+from .errors import ConfigError
 from .spool import Spool, SpoolStats
 
 T = TypeVar("T")
@@ -65,7 +66,7 @@ def serve(
     import uvicorn
 
     from .app import create_app
-    from .server import CorkedHttpToolsProtocol, tune_runtime
+    from .web.server import CorkedHttpToolsProtocol, tune_runtime
 
     settings = load_settings(
         host=host, port=port, spool_url=spool_url, log_level=log_level, forward=forward
@@ -79,7 +80,7 @@ def serve(
         log_level=settings.log_level,
         access_log=False,  # one log line per event request would cost more than the request
         server_header=False,
-        http=CorkedHttpToolsProtocol,  # one write per response (see server.py)
+        http=CorkedHttpToolsProtocol,  # one write per response (see web/server.py)
         # Nothing here reads the client's address or scheme (origins are checked by their
         # Host, the access log is off), so X-Forwarded-* parsing would be work for nothing.
         proxy_headers=False,
@@ -108,25 +109,23 @@ def run_loop(main: Coroutine[Any, Any, T]) -> T:
 
 
 async def _forward(settings: Settings) -> None:
-    from .app import delivery_banner, make_forwarder, stop_forwarder
+    from .delivery import Delivery
     from .metrics import Metrics
     from .spool import open_spool
 
     spool = open_spool(settings)
     await spool.open()
-    forwarder = make_forwarder(settings, spool, Metrics())
-    await forwarder.sink.start()
     log = logging.getLogger("collector")
     log.info("collector %s forward: spool %s", __version__, settings.spool_url)
-    log.log(logging.WARNING if settings.dry_run else logging.INFO, delivery_banner(settings))
+    delivery = Delivery(settings, spool, Metrics())
+    await delivery.start()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    task = asyncio.create_task(forwarder.run())
     await stop.wait()
     log.info("stopping: finishing in-flight sends (at most %gs)", settings.shutdown_timeout_s)
-    await stop_forwarder(forwarder, task, settings.shutdown_timeout_s)
+    await delivery.stop()
     await spool.close()
 
 

@@ -15,7 +15,10 @@ from datetime import tzinfo
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-CONTACT_FIELDS = ("email", "phone", "externalCustomerId", "contactId", "contactKey", "pushToken")
+from .errors import ConfigError
+from .normalize.contact import CONTACT_FIELDS, IDENTIFYING_FIELDS
+from .normalize.routing import ORDERS_API_MODES
+from .spool import backend_for
 
 # The body cap must hold the documented minimum batch (500 events and 1 MB) with room to
 # spare; 4 MiB also fits 1000 typical orders for /api/v1/orders.
@@ -47,10 +50,6 @@ DEFAULT_ANONYMOUS_MAX_AGE_S = 7 * 24 * 3600
 DEFAULT_VISITOR_TTL_S = 365 * 24 * 3600
 
 
-class ConfigError(ValueError):
-    """A setting has a value the collector cannot use."""
-
-
 @dataclass(frozen=True, slots=True)
 class Settings:
     """Everything the collector can be told. See the README's configuration table."""
@@ -68,7 +67,7 @@ class Settings:
     max_batch_events: int = DEFAULT_MAX_BATCH_EVENTS
     timezone: str = "UTC"
     key_value_order: tuple[str, ...] = CONTACT_FIELDS
-    identifying_params: tuple[str, ...] = ("email", "phone", "contactId", "contactKey", "pushToken")
+    identifying_params: tuple[str, ...] = IDENTIFYING_FIELDS
     check_order_total: bool = True
     log_level: str = "info"
     # Delivery (the forwarder).
@@ -82,7 +81,7 @@ class Settings:
     retry_max_delay_s: int = 300
     max_event_age_s: int = DEFAULT_MAX_EVENT_AGE_S
     shutdown_timeout_s: float = 10.0
-    # Browsers (collector/web.py).
+    # Browsers (collector/sources/browser.py).
     web_path: str = "/lib/y"
     site_keys: dict[str, tuple[str, ...]] = field(default_factory=dict)
     demo: bool = False
@@ -102,7 +101,7 @@ class Settings:
             )
         if self.yespo_event_api not in ("v1", "v2"):
             raise ConfigError(f"YESPO_EVENT_API must be v1 or v2, got {self.yespo_event_api!r}")
-        if self.yespo_orders_api not in ("event", "orders", "both"):
+        if self.yespo_orders_api not in ORDERS_API_MODES:
             raise ConfigError(
                 f"YESPO_ORDERS_API must be event, orders or both, got {self.yespo_orders_api!r}"
             )
@@ -113,12 +112,7 @@ class Settings:
                 f"COLLECTOR_LOG_LEVEL must be one of {', '.join(LOG_LEVELS)}, got {self.log_level!r}"
             )
         object.__setattr__(self, "log_level", self.log_level.lower())  # uvicorn's spelling
-        scheme = self.spool_url.split(":", 1)[0].lower()  # as open_spool reads it
-        if scheme not in ("sqlite", "memory"):
-            raise ConfigError(
-                f"COLLECTOR_SPOOL_URL: unknown spool scheme {scheme!r} in {self.spool_url!r}"
-                " (use sqlite:///path/to/spool.db or memory://)"
-            )
+        backend_for(self.spool_url)  # the spool's own table of backends
         for name in (
             "port", "spool_max_events", "max_body_bytes", "max_batch_events",
             "yespo_concurrency", "yespo_timeout_s", "retry_base_ms", "retry_max_delay_s",

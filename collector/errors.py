@@ -74,3 +74,7 @@ class SpoolError(CollectorError):
 
 class SpoolFull(SpoolError):
     """The spool holds as many events as it is allowed to."""
+
+
+class ConfigError(ValueError):
+    """A setting has a value the collector cannot use (start-up only, never a request)."""

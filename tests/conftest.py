@@ -24,7 +24,7 @@ from starlette.types import ASGIApp
 
 from collector.app import create_app
 from collector.config import Settings
-from collector.server import CorkedHttpToolsProtocol
+from collector.web.server import CorkedHttpToolsProtocol
 
 API_KEY = "test-key"
 YESPO_KEY = "yespo-key"  # the key the Yespo stand-in takes in tests

@@ -11,7 +11,7 @@ from click.testing import CliRunner
 from collector.cli import main
 from collector.spool.sqlite import SqliteSpool
 
-from .test_spool_contract import T0, Entry
+from .spool.conftest import T0, Entry
 
 
 def make_spool(path: Path) -> str:

@@ -15,8 +15,8 @@ from typing import Any
 import orjson
 import pytest
 
+from collector.delivery import Forwarder
 from collector.errors import SpoolError
-from collector.forward import Forwarder
 from collector.spool import Spool
 from collector.standin import StandIn
 from collector.standin_faults import Faults, RejectIf

@@ -11,11 +11,11 @@ import orjson
 import pytest
 from aiohttp import web
 
-from collector.forward import Forwarder, RetryPolicy
+from collector.delivery import Forwarder, RetryPolicy
+from collector.delivery.yespo import Reply, YespoClient, failed_order_ids, retry_after_seconds
 from collector.spool.memory import MemorySpool
-from collector.yespo import Reply, YespoClient, failed_order_ids, retry_after_seconds
 
-from .test_spool_contract import Entry
+from .spool.conftest import Entry
 
 NOW = 1_790_000_000.0  # epoch seconds
 

@@ -19,17 +19,19 @@ from zoneinfo import ZoneInfo
 import orjson
 import pytest
 
-from collector import inbound, normalize, orders
 from collector.errors import FieldError
 from collector.normalize import (
     Normalized,
     Rules,
+    inbound,
     normalize_event,
     normalize_order,
     normalize_yespo_event,
+    orders,
 )
-from collector.normalize_types import CUSTOM, HANDLERS, split_params
-from collector.normalize_values import Paths
+from collector.normalize import core as normalize
+from collector.normalize.event_types import CUSTOM, HANDLERS, split_params
+from collector.normalize.values import Paths
 from tests import (
     test_normalize,
     test_normalize_fuzz,

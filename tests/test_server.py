@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from collector import server
-from collector.server import CorkedTransport
+from collector.web import server
+from collector.web.server import CorkedTransport
 
 from .conftest import serve
 

@@ -13,9 +13,9 @@ from typing import Any
 import orjson
 import pytest
 
+from collector.sources.visitors import sweep_held
 from collector.spool import Spool
 from collector.standin import StandIn
-from collector.visitors import sweep_held
 
 from .conftest import YESPO_KEY, Running, delivering, make_settings, running
 

@@ -1,16 +1,35 @@
 """Spool backends behind one interface, chosen by the scheme of COLLECTOR_SPOOL_URL.
 
 ``sqlite:///relative/path.db`` or ``sqlite:////absolute/path.db`` (the embedded default)
-and ``memory://`` (tests; nothing survives a restart). Backends are imported only when
+and ``memory://`` (tests; nothing survives a restart). `BACKENDS` is the one table of
+them, read by the settings' check and by `open_spool`. A backend is imported only when
 chosen, so an optional backend's dependencies stay optional.
 """
 
 from __future__ import annotations
 
-from ..config import ConfigError, Settings
-from .base import DeadLetter, EntryLike, Record, Spool, SpoolStats
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
-__all__ = ["DeadLetter", "EntryLike", "Record", "Spool", "SpoolStats", "open_spool"]
+from ..errors import ConfigError
+from .base import DeadLetter, DeadLetters, EntryLike, Queue, Record, Spool, SpoolStats, VisitorStore
+
+if TYPE_CHECKING:
+    from ..config import Settings
+
+__all__ = [
+    "BACKENDS",
+    "DeadLetter",
+    "DeadLetters",
+    "EntryLike",
+    "Queue",
+    "Record",
+    "Spool",
+    "SpoolStats",
+    "VisitorStore",
+    "backend_for",
+    "open_spool",
+]
 
 
 def sqlite_path(url: str) -> str:
@@ -21,24 +40,42 @@ def sqlite_path(url: str) -> str:
     return rest[1:]
 
 
+def _sqlite(settings: Settings) -> Spool:
+    from .sqlite import SqliteSpool
+
+    return SqliteSpool(
+        sqlite_path(settings.spool_url),
+        max_events=settings.spool_max_events,
+        dedup_window_ms=settings.dedup_window_s * 1000,
+        synchronous=settings.spool_sync,
+    )
+
+
+def _memory(settings: Settings) -> Spool:
+    from .memory import MemorySpool
+
+    return MemorySpool(
+        max_events=settings.spool_max_events, dedup_window_ms=settings.dedup_window_s * 1000
+    )
+
+
+# Scheme -> how to build its backend (not yet open), and a URL of the scheme for errors.
+BACKENDS: dict[str, Callable[[Settings], Spool]] = {"sqlite": _sqlite, "memory": _memory}
+_FORMS = {"sqlite": "sqlite:///path/to/spool.db", "memory": "memory://"}
+
+
+def backend_for(url: str) -> Callable[[Settings], Spool]:
+    """The builder of the backend `url` names; ConfigError for a scheme no backend has."""
+    scheme = url.split(":", 1)[0].lower()
+    builder = BACKENDS.get(scheme)
+    if builder is None:
+        raise ConfigError(
+            f"COLLECTOR_SPOOL_URL: unknown spool scheme {scheme!r} in {url!r}"
+            f" (use {' or '.join(_FORMS.get(s, s + '://') for s in BACKENDS)})"
+        )
+    return builder
+
+
 def open_spool(settings: Settings) -> Spool:
     """Build (not yet open) the spool named by ``settings.spool_url``."""
-    url = settings.spool_url
-    scheme = url.split(":", 1)[0].lower()
-    window_ms = settings.dedup_window_s * 1000
-    if scheme == "sqlite":
-        from .sqlite import SqliteSpool
-
-        return SqliteSpool(
-            sqlite_path(url),
-            max_events=settings.spool_max_events,
-            dedup_window_ms=window_ms,
-            synchronous=settings.spool_sync,
-        )
-    if scheme == "memory":
-        from .memory import MemorySpool
-
-        return MemorySpool(max_events=settings.spool_max_events, dedup_window_ms=window_ms)
-    raise ConfigError(
-        f"COLLECTOR_SPOOL_URL: unknown spool scheme {scheme!r} (use sqlite or memory)"
-    )
+    return backend_for(settings.spool_url)(settings)

@@ -1,6 +1,6 @@
 """The spool: where accepted events wait until Yespo has them.
 
-Guarantees every backend keeps (the contract suite in tests/test_spool_contract.py checks them):
+Guarantees every backend keeps (the contract suite in tests/spool/ checks them on each):
 
 * `append` returns only after the events are committed: a crash after it returns loses
   nothing. It stores all of the given entries or none of them.
@@ -17,18 +17,27 @@ Guarantees every backend keeps (the contract suite in tests/test_spool_contract.
   leave only through `identify` (moved into the queue in the same transaction that
   records who the visitor is) or by expiring (`hold`'s per-visitor bound, `expire_held`),
   and the caller is told how many expired. Held entries share the dedup window.
+* One request of a visitor at a time: `visitor_lock` excludes every other holder of the
+  same visitor's lock, in every process that shares the store, and no other visitor.
+
+Three concerns, three interfaces (`Queue`, `DeadLetters`, `VisitorStore`); a backend is a
+`Spool`, all three over one storage, so that `identify` can move held entries into the
+queue in one transaction.
 """
 
 from __future__ import annotations
 
 import abc
-from collections.abc import Sequence
+import asyncio
+from collections.abc import AsyncIterator, Sequence
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
 from typing import Protocol
 
 
 class EntryLike(Protocol):
-    """What `append` stores: `collector.normalize.Normalized` has these attributes."""
+    """What `append` and `hold` store: `collector.normalize.Normalized` has these
+    attributes (a held entry's `kind` is "held" and its `key` its visitor)."""
 
     @property
     def message_id(self) -> str: ...
@@ -79,19 +88,11 @@ class SpoolStats:
     held: int = 0  # anonymous visitors' entries waiting for `identify`
 
 
-class Spool(abc.ABC):
-    """Interface of every spool backend."""
+class Queue(abc.ABC):
+    """The waiting queue: bounded, deduplicated, handed out per ordering key in order."""
 
     #: How many waiting entries the spool takes before `append` raises `SpoolFull`.
     max_events: int
-
-    @abc.abstractmethod
-    async def open(self) -> None:
-        """Create or open the storage. Called once before anything else."""
-
-    @abc.abstractmethod
-    async def close(self) -> None:
-        """Finish pending commits and release the storage."""
 
     @abc.abstractmethod
     async def append(
@@ -103,6 +104,12 @@ class Spool(abc.ABC):
         (`max_events`, or the lower `bound`: browsers get only a share), and `SpoolError`
         when the storage fails.
         """
+
+    @abc.abstractmethod
+    def room(self, bound: int | None = None) -> int:
+        """How many more entries the queue takes now, by this process's counts (up to
+        `max_events`, or the lower `bound`): to refuse a request before any of it is
+        stored, where `append` or `identify` would refuse it halfway."""
 
     @abc.abstractmethod
     async def lease(
@@ -132,14 +139,25 @@ class Spool(abc.ABC):
         """Send these again, not before `not_before` (epoch ms); counts an attempt."""
 
     @abc.abstractmethod
+    async def pending(self, limit: int, after_seq: int = 0) -> list[Record]:
+        """Waiting entries in append order, without leasing them (operators, tests)."""
+
+    @abc.abstractmethod
+    async def stats(self) -> SpoolStats: ...
+
+    @abc.abstractmethod
+    async def check(self) -> None:
+        """Raise `SpoolError` if the spool cannot take a write right now (readiness)."""
+
+
+class DeadLetters(abc.ABC):
+    """Entries given up on, kept with their reason until an operator replays or purges them."""
+
+    @abc.abstractmethod
     async def dead_letter(
         self, seqs: Sequence[int], reason: str, status: int | None, detail: str, now: int
     ) -> None:
         """Give up on these entries: keep them aside with the reason."""
-
-    @abc.abstractmethod
-    async def pending(self, limit: int, after_seq: int = 0) -> list[Record]:
-        """Waiting entries in append order, without leasing them (operators, tests)."""
 
     @abc.abstractmethod
     async def dead_letters(self, limit: int) -> list[DeadLetter]:
@@ -159,14 +177,17 @@ class Spool(abc.ABC):
     async def dead_counts(self) -> dict[str, int]:
         """Dead letters by reason."""
 
-    @abc.abstractmethod
-    async def stats(self) -> SpoolStats: ...
+
+class VisitorStore(abc.ABC):
+    """Anonymous visitors: their held entries, who they turned out to be, and a lock each.
+
+    A visitor's requests are taken one at a time (`visitor_lock`), so an event being held
+    cannot slip past the `identify` of another tab. The lock must reach as far as the
+    store does: a store shared by several collectors locks across all of them."""
 
     @abc.abstractmethod
-    async def check(self) -> None:
-        """Raise `SpoolError` if the spool cannot take a write right now (readiness)."""
-
-    # -- anonymous visitors ----------------------------------------------------------------
+    def visitor_lock(self, visitor: str) -> AbstractAsyncContextManager[None]:
+        """Held while one request of `visitor` is taken."""
 
     @abc.abstractmethod
     async def hold(
@@ -181,12 +202,6 @@ class Spool(abc.ABC):
     @abc.abstractmethod
     async def held(self, visitor: str) -> list[Record]:
         """The visitor's held entries, oldest first."""
-
-    @abc.abstractmethod
-    def room(self, bound: int | None = None) -> int:
-        """How many more entries the queue takes now, by this process's counts (up to
-        `max_events`, or the lower `bound`): to refuse a request before any of it is
-        stored, where `append` or `identify` would refuse it halfway."""
 
     @abc.abstractmethod
     async def identify(
@@ -213,3 +228,37 @@ class Spool(abc.ABC):
         """Delete held entries received before `held_before` and forget visitors identified
         before `visitors_before`, and the oldest beyond `max_events` remembered visitors;
         return how many held entries were deleted."""
+
+
+class Spool(Queue, DeadLetters, VisitorStore):
+    """Interface of every spool backend: the three concerns in one storage."""
+
+    @abc.abstractmethod
+    async def open(self) -> None:
+        """Create or open the storage. Called once before anything else."""
+
+    @abc.abstractmethod
+    async def close(self) -> None:
+        """Finish pending commits and release the storage."""
+
+
+class LocalVisitorLocks:
+    """`VisitorStore.visitor_lock` for a store only this process uses: an asyncio lock per
+    visitor, dropped when nobody waits for it."""
+
+    def __init__(self) -> None:
+        self._locks: dict[str, tuple[asyncio.Lock, int]] = {}
+
+    @asynccontextmanager
+    async def visitor_lock(self, visitor: str) -> AsyncIterator[None]:
+        lock, users = self._locks.get(visitor) or (asyncio.Lock(), 0)
+        self._locks[visitor] = (lock, users + 1)
+        try:
+            async with lock:
+                yield
+        finally:
+            lock, users = self._locks[visitor]
+            if users == 1:
+                del self._locks[visitor]
+            else:
+                self._locks[visitor] = (lock, users - 1)

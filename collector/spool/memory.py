@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
 from ..errors import SpoolFull
-from .base import DeadLetter, EntryLike, Record, Spool, SpoolStats
+from .base import DeadLetter, EntryLike, LocalVisitorLocks, Record, Spool, SpoolStats
 
 
 @dataclass(slots=True)
@@ -18,8 +18,9 @@ class _Row:
     lease_until: int = 0
 
 
-class MemorySpool(Spool):
+class MemorySpool(LocalVisitorLocks, Spool):
     def __init__(self, *, max_events: int, dedup_window_ms: int) -> None:
+        super().__init__()
         self.max_events = max_events
         self._window = dedup_window_ms
         self._rows: dict[int, _Row] = {}

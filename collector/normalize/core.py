@@ -1,4 +1,5 @@
-"""Transform stage: an inbound event becomes a Yespo request body, or a precise error.
+"""The entry points of normalization: an inbound event becomes a Yespo request body, or a
+precise error.
 
 Three entry points, all pure (no I/O, no clock; ids come from the injected `new_id`):
 
@@ -21,10 +22,12 @@ from typing import Any
 
 import orjson
 
-from collector import orders
-from collector.contact import (
+from ..errors import FieldError
+from . import orders
+from .contact import (
     CONTACT_FIELDS,
     IDENTIFIER_PARAMS,
+    IDENTIFYING_FIELDS,
     MAX_CONTACT_VALUE,
     ORDER_CONTACT_FIELDS,
     contact_params,
@@ -32,9 +35,7 @@ from collector.contact import (
     key_value,
     normalize_contact,
 )
-from collector.errors import FieldError
-from collector.inbound import Event
-from collector.normalize_types import (
+from .event_types import (
     CUSTOM,
     HANDLERS,
     PACKED,
@@ -43,7 +44,8 @@ from collector.normalize_types import (
     custom_type_problem,
     split_params,
 )
-from collector.normalize_values import (
+from .inbound import Event
+from .values import (
     Errors,
     Paths,
     describe,
@@ -92,7 +94,7 @@ class Rules:
     """
 
     key_value_order: tuple[str, ...] = CONTACT_FIELDS
-    identifying: tuple[str, ...] = ("email", "phone", "contactId", "contactKey", "pushToken")
+    identifying: tuple[str, ...] = IDENTIFYING_FIELDS
     timezone: datetime.tzinfo = datetime.UTC
     check_order_total: bool = True
 

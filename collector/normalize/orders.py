@@ -14,9 +14,9 @@ import re
 from collections.abc import Callable
 from typing import Any
 
-from collector.contact import contact_value, email, phone
-from collector.errors import FieldError
-from collector.normalize_values import (
+from ..errors import FieldError
+from .contact import contact_value, email, phone
+from .values import (
     MAX_ID,
     Errors,
     Number,
@@ -42,6 +42,9 @@ from collector.normalize_values import (
 ORDER_EVENT_TYPES = frozenset({"orderCreated", "orderUpdated", "orderDelivered", "orderCancelled"})
 STATUSES = ("INITIALIZED", "IN_PROGRESS", "DELIVERED", "CANCELLED", "ABANDONED_SHOPPING_CART")
 _STATUS_SET = frozenset(STATUSES)
+# Yespo's Add orders takes at most this many orders per request; the compatible endpoint
+# keeps the same limit, so a backend that works here also works against Yespo.
+MAX_ORDERS_PER_REQUEST = 1000
 # externalOrderId is the order's identity in Yespo; 100 characters is far above any shop's ids.
 MAX_ORDER_ID = 100
 # Names and URLs of items: a URL longer than this is not one a shop links to.

@@ -26,10 +26,11 @@ from typing import Any, TypeVar
 
 import orjson
 
-from ..errors import SpoolError, SpoolFull
-from . import sqlite_sql as sql
-from .base import DeadLetter, EntryLike, Record, Spool, SpoolStats
-from .sqlite_leases import Leases
+from ...errors import SpoolError, SpoolFull
+from ..base import DeadLetter, EntryLike, LocalVisitorLocks, Record, Spool, SpoolStats
+from . import sql
+from .jobs import STOP, Append, Call, join_rows, resolve
+from .leases import Leases
 
 log = logging.getLogger("collector.spool")
 
@@ -57,90 +58,17 @@ _GROUP_BYTES = 64 << 20
 _MMAP_BYTES = 1 << 30
 
 
-class _Append:
-    """One request's entries waiting for the next group commit.
-
-    `per_visitor` is None for the queue; for anonymous visitors' entries (`hold`) it is the
-    bound per visitor, and `dropped` says how many older held entries the bound removed.
-    `meta`, `start`, `ids` and `claims` come from `sqlite_sql.Rows.meta`; `size` is the
-    bytes of their bodies."""
-
-    __slots__ = (
-        "claims",
-        "dropped",
-        "entries",
-        "fut",
-        "ids",
-        "meta",
-        "per_visitor",
-        "received_at",
-        "size",
-        "start",
-    )
-
-    def __init__(
-        self,
-        entries: Sequence[EntryLike],
-        received_at: int,
-        rows: sql.Rows,
-        fut: asyncio.Future[list[bool]],
-        per_visitor: int | None = None,
-    ) -> None:
-        self.entries = entries
-        self.received_at = received_at
-        self.meta, self.start, self.ids, self.claims = rows.meta(entries, received_at)
-        self.size = rows.offset - self.start  # bytes of bodies
-        self.fut = fut
-        self.per_visitor = per_visitor
-        self.dropped = 0
-
-
-class _Call:
-    """Any other transaction for the writer: `fn(*args)`, its result for `fut`; `after`,
-    if given, gets the result on the writer thread once it is committed."""
-
-    __slots__ = ("after", "args", "fn", "fut")
-
-    def __init__(
-        self,
-        fn: Callable[..., Any],
-        args: tuple[Any, ...],
-        fut: asyncio.Future[Any],
-        after: Callable[[Any], None] | None = None,
-    ):
-        self.fn = fn
-        self.args = args
-        self.fut = fut
-        self.after = after
-
-
-_STOP = object()
-
-
-def _join(metas: Sequence[bytes]) -> bytes:
-    """Several JSON arrays of rows as one."""
-    return metas[0] if len(metas) == 1 else b"[" + b",".join(m[1:-1] for m in metas) + b"]"
-
-
-def _resolve(fut: asyncio.Future[Any], result: Any, exc: BaseException | None) -> None:
-    if fut.done():  # a waiter that was cancelled (its client went away)
-        return
-    if exc is None:
-        fut.set_result(result)
-    else:
-        fut.set_exception(exc)
-
-
-class SqliteSpool(Spool):
+class SqliteSpool(LocalVisitorLocks, Spool):
     def __init__(
         self, path: str, *, max_events: int, dedup_window_ms: int, synchronous: str = "full"
     ) -> None:
+        super().__init__()
         self.path = path
         self.max_events = max_events
         self._window = dedup_window_ms
         self._sync = synchronous.upper()
         self._conn: sqlite3.Connection | None = None
-        self._jobs: queue.SimpleQueue[_Append | _Call | object] = queue.SimpleQueue()
+        self._jobs: queue.SimpleQueue[Append | Call | object] = queue.SimpleQueue()
         self._writer: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stopped: asyncio.Future[None] | None = None
@@ -208,7 +136,7 @@ class SqliteSpool(Spool):
                 self._conn.close()
                 self._conn = None
             return
-        self._jobs.put(_STOP)  # after everything queued before it
+        self._jobs.put(STOP)  # after everything queued before it
         await asyncio.shield(self._stopped)
         self._writer.join()
 
@@ -221,10 +149,10 @@ class SqliteSpool(Spool):
         if self._closed or self._loop is None:
             raise SpoolError("spool is closed")
         fut: asyncio.Future[T] = self._loop.create_future()
-        self._put(_Call(fn, args, fut, after))
+        self._put(Call(fn, args, fut, after))
         return await fut
 
-    def _put(self, item: _Append | _Call) -> None:
+    def _put(self, item: Append | Call) -> None:
         # The writer only stops when closed, but a waiter must never wait on a dead thread.
         if self._writer is None or not self._writer.is_alive():
             raise SpoolError("spool writer is not running")
@@ -233,7 +161,7 @@ class SqliteSpool(Spool):
     async def _sql(
         self, fn: Callable[..., T], *args: Any, after: Callable[[T], None] | None = None
     ) -> T:
-        """`_run` one of `sqlite_sql`'s transactions, which take the connection first."""
+        """`_run` one of `sql`'s transactions, which take the connection first."""
         return await self._run(lambda: fn(self._conn, *args), after=after)
 
     # -- counts --------------------------------------------------------------------------
@@ -272,7 +200,7 @@ class SqliteSpool(Spool):
     def _write_forever(self) -> None:
         conn, loop, stopped = self._conn, self._loop, self._stopped
         assert conn is not None and loop is not None and stopped is not None
-        waiting: collections.deque[_Append | _Call | object] = collections.deque()
+        waiting: collections.deque[Append | Call | object] = collections.deque()
         next_prune = next_recount = time.monotonic() + min(_PRUNE_EVERY_S, _RECOUNT_EVERY_S)
         while True:
             if not waiting:  # idle: wait for work, or until the next upkeep is due
@@ -283,11 +211,11 @@ class SqliteSpool(Spool):
                 while True:
                     waiting.append(self._jobs.get_nowait())
             item = waiting.popleft() if waiting else None
-            if item is _STOP:
+            if item is STOP:
                 break
-            if isinstance(item, _Append):
+            if isinstance(item, Append):
                 group, size = [item], item.size
-                while waiting and isinstance(waiting[0], _Append) and size < _GROUP_BYTES:
+                while waiting and isinstance(waiting[0], Append) and size < _GROUP_BYTES:
                     size += waiting[0].size
                     group.append(waiting.popleft())  # type: ignore[arg-type]
                 try:
@@ -300,14 +228,14 @@ class SqliteSpool(Spool):
                 except BaseException as exc:  # every waiter hears of it; the writer goes on
                     results, error = None, exc
                 loop.call_soon_threadsafe(self._settle, group, results, error)
-            elif isinstance(item, _Call):
+            elif isinstance(item, Call):
                 try:
                     result, error = self._transaction(conn, item.fn, item.args), None
                     if item.after is not None:
                         item.after(result)
                 except BaseException as exc:
                     result, error = None, exc
-                loop.call_soon_threadsafe(_resolve, item.fut, result, error)
+                loop.call_soon_threadsafe(resolve, item.fut, result, error)
             now = time.monotonic()
             if now >= next_recount:
                 next_recount = now + _RECOUNT_EVERY_S
@@ -324,7 +252,7 @@ class SqliteSpool(Spool):
                 next_prune = now + (_PRUNE_AGAIN_S if pruned >= _PRUNE_ROWS else _PRUNE_EVERY_S)
         conn.close()
         self._conn = None
-        loop.call_soon_threadsafe(_resolve, stopped, None, None)
+        loop.call_soon_threadsafe(resolve, stopped, None, None)
 
     def _transaction(
         self, conn: sqlite3.Connection, fn: Callable[..., T], args: tuple[Any, ...]
@@ -344,7 +272,7 @@ class SqliteSpool(Spool):
         return result
 
     def _settle(
-        self, group: list[_Append], results: list[list[bool]] | None, error: BaseException | None
+        self, group: list[Append], results: list[list[bool]] | None, error: BaseException | None
     ) -> None:
         """On the event loop: account for a group's commit and answer its waiters."""
         self._queued -= sum(len(a.entries) for a in group if a.per_visitor is None)
@@ -352,11 +280,11 @@ class SqliteSpool(Spool):
             count = sum(len(a.entries) for a in group)
             log.error("spool commit failed, %d events refused: %s", count, error)
             for a in group:
-                _resolve(a.fut, None, SpoolError(f"spool commit failed: {error}"))
+                resolve(a.fut, None, SpoolError(f"spool commit failed: {error}"))
             return
         self.commits += 1
         for a, stored in zip(group, results, strict=True):
-            _resolve(a.fut, stored, None)
+            resolve(a.fut, stored, None)
 
     # -- ingest: group commit ------------------------------------------------------------
 
@@ -370,7 +298,7 @@ class SqliteSpool(Spool):
         if self._depth + self._queued + len(entries) > self.max_events or bound is not None:
             await self._check_bound(len(entries), bound)
         fut: asyncio.Future[list[bool]] = self._loop.create_future()
-        self._put(_Append(entries, received_at, self._queue_rows, fut))
+        self._put(Append(entries, received_at, self._queue_rows, fut))
         self._queued += len(entries)
         return await fut
 
@@ -382,43 +310,43 @@ class SqliteSpool(Spool):
         if self._closed or self._loop is None:
             raise SpoolError("spool is closed")
         fut: asyncio.Future[list[bool]] = self._loop.create_future()
-        job = _Append(entries, received_at, self._held_rows, fut, per_visitor)
+        job = Append(entries, received_at, self._held_rows, fut, per_visitor)
         self._put(job)
         stored = await fut
         return stored, job.dropped
 
-    def _write_group(self, group: list[_Append]) -> list[list[bool]]:
+    def _write_group(self, group: list[Append]) -> list[list[bool]]:
         """One transaction for everything queued; per request, stored (True) or repeat.
 
         Runs on the writer thread, and holds the GIL as little as it can: SQLite releases it
         while a statement runs, and each table gets one statement for the whole group (see
-        `sqlite_sql.INSERT_EVENTS_JSON`), so the B-tree work runs on the other core. When no
+        `sql.INSERT_EVENTS_JSON`), so the B-tree work runs on the other core. When no
         messageId repeats, which is nearly always, the rows go as each request's `meta` was
         made on append, with no Python work per row here."""
         conn = self._conn
         assert conn is not None
         conn.execute("BEGIN IMMEDIATE")
-        at = max(job.received_at for job in group)  # see sqlite_sql.CLAIM_SEEN_JSON
+        at = max(job.received_at for job in group)  # see sql.CLAIM_SEEN_JSON
         for held in (False, True):
             jobs = [job for job in group if (job.per_visitor is not None) is held]
             if not jobs:
                 continue
             claims = sum(job.claims for job in jobs)
             if claims:
-                ids = _join([job.ids for job in jobs if job.claims])
+                ids = join_rows([job.ids for job in jobs if job.claims])
                 claimed = conn.execute(sql.CLAIM_SEEN_JSON, (ids, at)).rowcount
                 if claimed != claims:  # a messageId repeats
                     conn.execute("ROLLBACK")
                     conn.execute("BEGIN IMMEDIATE")
                     return self._write_without_repeats(conn, group)
             bodies = b"".join([e.body for job in jobs for e in job.entries])
-            self._insert(conn, held, _join([job.meta for job in jobs]), bodies, jobs[0].start)
+            self._insert(conn, held, join_rows([job.meta for job in jobs]), bodies, jobs[0].start)
         results = [[True] * len(job.entries) for job in group]
         self._bound_held(conn, group, results)
         return results
 
     def _write_without_repeats(
-        self, conn: sqlite3.Connection, group: list[_Append]
+        self, conn: sqlite3.Connection, group: list[Append]
     ) -> list[list[bool]]:
         """`_write_group` leaving out each entry whose messageId was claimed within the
         window, or by an entry before it in the group."""
@@ -454,9 +382,9 @@ class SqliteSpool(Spool):
             results.append(stored)
         for held, (_, metas, claims, bodies) in kept.items():
             if claims:
-                conn.execute(sql.REPLACE_SEEN_JSON, (_join(claims), at))
+                conn.execute(sql.REPLACE_SEEN_JSON, (join_rows(claims), at))
             if metas:
-                self._insert(conn, held, _join(metas), b"".join(bodies), 0)
+                self._insert(conn, held, join_rows(metas), b"".join(bodies), 0)
         self._bound_held(conn, group, results)
         return results
 
@@ -468,7 +396,7 @@ class SqliteSpool(Spool):
         conn.execute(statement, (meta, bodies, start))
 
     def _bound_held(
-        self, conn: sqlite3.Connection, group: list[_Append], results: list[list[bool]]
+        self, conn: sqlite3.Connection, group: list[Append], results: list[list[bool]]
     ) -> None:
         """Drop each visitor's oldest held entries beyond the bound per visitor, then the
         oldest of any visitor beyond `max_events` in all: a site key is public, and a flood
@@ -511,7 +439,7 @@ class SqliteSpool(Spool):
         return await self._sql(self._leases.take, limit, lease_ms, now, kind)
 
     async def reset_leases(self) -> int:
-        # Leases are this process's own (see sqlite_leases.py): what a dead forwarder held
+        # Leases are this process's own (see leases.py): what a dead forwarder held
         # died with it, so a new one starts with none.
         return self._leases.clear()
 

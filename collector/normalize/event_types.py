@@ -20,10 +20,10 @@ from typing import Any
 
 import orjson
 
-from collector import orders
-from collector.contact import IDENTIFIER_PARAMS
-from collector.errors import FieldError
-from collector.normalize_values import (
+from ..errors import FieldError
+from . import orders
+from .contact import IDENTIFIER_PARAMS
+from .values import (
     MAX_ID,
     Errors,
     Paths,

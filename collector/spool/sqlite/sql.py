@@ -14,7 +14,7 @@ from typing import Any
 
 import orjson
 
-from .base import DeadLetter, EntryLike, Record
+from ..base import DeadLetter, EntryLike, Record
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS events (
@@ -27,7 +27,7 @@ CREATE TABLE IF NOT EXISTS events (
     event_time INTEGER,
     body BLOB NOT NULL,
     attempts INTEGER NOT NULL DEFAULT 0,
-    not_before INTEGER NOT NULL DEFAULT 0  -- leases are kept in memory, see sqlite_leases.py
+    not_before INTEGER NOT NULL DEFAULT 0  -- leases are kept in memory, see leases.py
 );
 CREATE TABLE IF NOT EXISTS seen (
     message_id TEXT PRIMARY KEY,

@@ -23,8 +23,6 @@ import orjson
 # Yespo's reply to a request it already has. It comes with a 4xx status, but the data is
 # there: treat it as delivered.
 DUPLICATE_MARKER = "duplicated request"
-# Yespo's Add-orders takes at most this many orders per request.
-MAX_ORDERS_PER_REQUEST = 1000
 # How much of an upstream error body is kept with a dead letter.
 MAX_DETAIL_CHARS = 2000
 

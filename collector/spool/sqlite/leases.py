@@ -12,8 +12,8 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Sequence
 
-from . import sqlite_sql as sql
-from .base import Record
+from ..base import Record
+from . import sql
 
 # A lease looks at most this many waiting entries for key heads, after the blocked prefix
 # (see `Leases.take`), which remembers at most _BLOCKED_KEYS keys.

@@ -11,13 +11,16 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from collector.errors import FieldError
-from collector.normalize_values import Errors, describe, identifier, is_json_int
+from ..errors import FieldError
+from .values import Errors, describe, identifier, is_json_int
 
 # The order in which identifiers are written as params (and the default keyValue order).
 CONTACT_FIELDS = ("email", "phone", "externalCustomerId", "contactId", "contactKey", "pushToken")
 # Yespo's order contact: an order event must carry one of these (seeds 000-003).
 ORDER_CONTACT_FIELDS = ("email", "phone", "externalCustomerId")
+# An event other than an order event must name one of these by default: the fields Yespo
+# finds a contact by (externalCustomerId is an order's contact only).
+IDENTIFYING_FIELDS = ("email", "phone", "contactId", "contactKey", "pushToken")
 # Any identifier may become keyValue, which Yespo caps at 300 characters.
 MAX_CONTACT_VALUE = 300
 # The longest address SMTP can carry (RFC 5321 path limit).

@@ -1,22 +1,22 @@
-"""The spool's anonymous-visitor store, on every backend: hold, identify, expire."""
+"""The spool's anonymous-visitor store, on every backend: hold, identify, expire, lock."""
 
 from __future__ import annotations
 
 import asyncio
-from pathlib import Path
 
 import pytest
 
 from collector.errors import SpoolFull
 from collector.spool import Spool
-from collector.spool.sqlite import SqliteSpool
 
-from .test_spool_contract import T0, Entry, SpoolFactory, make_spool, spool
-
-__all__ = ["make_spool", "spool"]  # fixtures, re-used from the contract suite
+from .conftest import T0, Entry, SpoolFactory
 
 V1 = "visitor:v1"
+
+
 V2 = "visitor:v2"
+
+
 CONTACT = b'{"email":"a@example.com"}'
 
 
@@ -142,21 +142,33 @@ async def test_identifies_at_once_keep_to_the_bound_together(make_spool: SpoolFa
         await s.close()
 
 
-async def test_held_entries_and_visitors_survive_a_restart(tmp_path: Path) -> None:
-    path = str(tmp_path / "spool.db")
-    first = SqliteSpool(path, max_events=100, dedup_window_ms=60_000)
-    await first.open()
-    await first.hold([held("a1"), held("b1", V2)], T0, 10)
-    await first.identify(V2, CONTACT, T0, [r.seq for r in await first.held(V2)], [Entry("b1")])
-    await first.close()
+async def test_one_request_of_a_visitor_at_a_time_and_other_visitors_go_on(spool: Spool) -> None:
+    order: list[str] = []
+    first_in = asyncio.Event()
+    let_go = asyncio.Event()
 
-    second = SqliteSpool(path, max_events=100, dedup_window_ms=60_000)
-    await second.open()
-    try:
-        assert [r.message_id for r in await second.held(V1)] == ["a1"]
-        assert await second.contact_of(V2, T0) == CONTACT
-        assert [r.message_id for r in await second.pending(10)] == ["b1"]
-        assert (await second.stats()).held == 1
-        assert await second.hold([held("a1")], T0 + 1, 10) == ([False], 0)
-    finally:
-        await second.close()
+    async def first() -> None:
+        async with spool.visitor_lock(V1):
+            order.append("first in")
+            first_in.set()
+            await let_go.wait()
+            order.append("first out")
+
+    async def second() -> None:
+        await first_in.wait()
+        async with spool.visitor_lock(V1):
+            order.append("second in")
+
+    async def other_visitor() -> None:
+        await first_in.wait()
+        async with spool.visitor_lock(V2):
+            order.append("other visitor")
+
+    tasks = [asyncio.create_task(f()) for f in (first, second, other_visitor)]
+    await first_in.wait()
+    for _ in range(20):
+        await asyncio.sleep(0)
+    assert order == ["first in", "other visitor"]  # V1's second request waits, V2 does not
+    let_go.set()
+    await asyncio.gather(*tasks)
+    assert order == ["first in", "other visitor", "first out", "second in"]

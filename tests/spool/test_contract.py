@@ -1,56 +1,16 @@
-"""One contract, every spool backend: durability, dedup, bounds, per-key order, leases."""
+"""One contract, every spool backend: durability, dedup, bounds, per-key order, leases,
+dead letters."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
-from pathlib import Path
 
 import pytest
 
-from collector.errors import SpoolError, SpoolFull
+from collector.errors import SpoolFull
 from collector.spool import Spool
-from collector.spool import sqlite as sqlite_module
-from collector.spool.memory import MemorySpool
-from collector.spool.sqlite import _STOP, SqliteSpool
 
-WINDOW_MS = 60_000
-T0 = 1_700_000_000_000
-
-
-@dataclass(frozen=True)
-class Entry:
-    message_id: str
-    key: str = "contact:a@example.com"
-    client_id: bool = True
-    kind: str = "event"
-    event_type: str = "pageViewed"
-    event_time: int | None = None
-    body: bytes = b'{"eventTypeKey":"pageViewed"}'
-
-
-SpoolFactory = Callable[..., Spool]
-
-
-@pytest.fixture(params=["memory", "sqlite"])
-def make_spool(request: pytest.FixtureRequest, tmp_path: Path) -> SpoolFactory:
-    def make(max_events: int = 1000, window_ms: int = WINDOW_MS) -> Spool:
-        if request.param == "memory":
-            return MemorySpool(max_events=max_events, dedup_window_ms=window_ms)
-        return SqliteSpool(
-            str(tmp_path / "spool.db"), max_events=max_events, dedup_window_ms=window_ms
-        )
-
-    return make
-
-
-@pytest.fixture
-async def spool(make_spool: SpoolFactory) -> AsyncIterator[Spool]:
-    s = make_spool()
-    await s.open()
-    yield s
-    await s.close()
+from .conftest import T0, WINDOW_MS, Entry, SpoolFactory
 
 
 async def test_append_stores_in_order(spool: Spool) -> None:
@@ -173,41 +133,6 @@ async def test_stats_report_oldest_and_in_flight(spool: Spool) -> None:
     assert (stats.depth, stats.in_flight, stats.oldest_received_at) == (2, 1, T0)
 
 
-# -- SQLite only ---------------------------------------------------------------------------
-
-
-async def test_sqlite_keeps_events_and_dedup_across_reopen(tmp_path: Path) -> None:
-    path = str(tmp_path / "spool.db")
-    s = SqliteSpool(path, max_events=100, dedup_window_ms=WINDOW_MS)
-    await s.open()
-    await s.append([Entry("m1"), Entry("m2", key="B")], T0)
-    await s.close()
-
-    s = SqliteSpool(path, max_events=100, dedup_window_ms=WINDOW_MS)
-    await s.open()
-    try:
-        assert [r.message_id for r in await s.pending(10)] == ["m1", "m2"]
-        assert await s.append([Entry("m1"), Entry("m3")], T0 + 1) == [False, True]
-        assert (await s.stats()).depth == 3
-    finally:
-        await s.close()
-
-
-async def test_sqlite_bound_counts_events_already_on_disk(tmp_path: Path) -> None:
-    path = str(tmp_path / "spool.db")
-    s = SqliteSpool(path, max_events=2, dedup_window_ms=WINDOW_MS)
-    await s.open()
-    await s.append([Entry("m1"), Entry("m2")], T0)
-    await s.close()
-    s = SqliteSpool(path, max_events=2, dedup_window_ms=WINDOW_MS)
-    await s.open()
-    try:
-        with pytest.raises(SpoolFull):
-            await s.append([Entry("m3")], T0)
-    finally:
-        await s.close()
-
-
 # Bodies and keys that could trip up how rows reach the spool in bulk: lengths from 1 byte
 # to 20 KB, multi-byte UTF-8, quotes, backslashes, a NUL, a JSON-looking key.
 ODD_BODIES = [
@@ -276,37 +201,6 @@ async def test_repeats_in_a_busy_group_leave_the_others_exact(spool: Spool) -> N
     assert stored == expected
 
 
-async def test_sqlite_concurrent_appends_share_commits(tmp_path: Path) -> None:
-    s = SqliteSpool(str(tmp_path / "spool.db"), max_events=10_000, dedup_window_ms=WINDOW_MS)
-    await s.open()
-    try:
-        results = await asyncio.gather(
-            *(s.append([Entry(f"m{i}", key=f"k{i}")], T0) for i in range(300))
-        )
-        assert all(r == [True] for r in results)
-        assert len(await s.pending(1000)) == 300
-        # Requests that arrive while a commit runs ride on the next one.
-        assert s.commits < 300 / 3, s.commits
-    finally:
-        await s.close()
-
-
-async def test_sqlite_close_commits_what_was_queued(tmp_path: Path) -> None:
-    path = str(tmp_path / "spool.db")
-    s = SqliteSpool(path, max_events=1000, dedup_window_ms=WINDOW_MS)
-    await s.open()
-    tasks = [asyncio.create_task(s.append([Entry(f"m{i}")], T0)) for i in range(50)]
-    await asyncio.sleep(0)
-    await s.close()
-    assert all(t.result() == [True] for t in tasks)
-    s = SqliteSpool(path, max_events=1000, dedup_window_ms=WINDOW_MS)
-    await s.open()
-    try:
-        assert (await s.stats()).depth == 50
-    finally:
-        await s.close()
-
-
 async def test_replay_requeues_dead_letters_at_the_end_and_purge_drops_them(
     spool: Spool,
 ) -> None:
@@ -334,42 +228,3 @@ async def test_reset_leases_frees_entries_a_dead_forwarder_held(spool: Spool) ->
     assert await spool.lease(10, 60_000, T0 + 1) == []
     assert await spool.reset_leases() == 2
     assert [r.message_id for r in await spool.lease(10, 60_000, T0 + 1)] == ["a1", "b1"]
-
-
-async def test_sqlite_refuses_work_once_its_writer_is_gone(tmp_path: Path) -> None:
-    """Nothing may wait forever on a writer thread that is not there to answer."""
-    s = SqliteSpool(str(tmp_path / "spool.db"), max_events=1000, dedup_window_ms=WINDOW_MS)
-    await s.open()
-    try:
-        s._jobs.put(_STOP)  # the writer ends, and close() is not what ended it
-        writer = s._writer
-        assert writer is not None
-        await asyncio.to_thread(writer.join, 5)
-        assert not writer.is_alive()
-        with pytest.raises(SpoolError, match="writer is not running"):
-            await asyncio.wait_for(s.append([Entry("m1")], T0), 5)
-        with pytest.raises(SpoolError, match="writer is not running"):
-            await asyncio.wait_for(s.stats(), 5)
-        assert s._queued == 0
-    finally:
-        s._closed = True
-
-
-async def test_sqlite_group_commit_stops_at_its_byte_bound(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """A writer that fell behind takes the queue in bounded transactions, in order."""
-    monkeypatch.setattr(sqlite_module, "_GROUP_BYTES", 1000)
-    s = SqliteSpool(str(tmp_path / "spool.db"), max_events=1000, dedup_window_ms=WINDOW_MS)
-    await s.open()
-    try:
-        body = b"x" * 400
-        results = await asyncio.gather(
-            *(s.append([Entry(f"m{i}", body=body)], T0) for i in range(20))
-        )
-        assert results == [[True]] * 20
-        assert [r.message_id for r in await s.pending(100)] == [f"m{i}" for i in range(20)]
-        # At most three 400-byte bodies reach 1,000 bytes: 20 requests take 7 commits or more.
-        assert s.commits >= 7, s.commits
-    finally:
-        await s.close()

@@ -13,10 +13,10 @@ import dataclasses
 from collections.abc import Callable
 from typing import Any
 
-from .normalize import Normalized, Rules, normalize_order
+from .core import Normalized, Rules, normalize_order
+from .orders import ORDER_EVENT_TYPES
 
 ORDERS_API_MODES = ("event", "orders", "both")
-ORDER_EVENTS = frozenset({"orderCreated", "orderUpdated", "orderDelivered", "orderCancelled"})
 # The status an event type implies when the event does not name one.
 _IMPLIED_STATUS = {"orderDelivered": "DELIVERED", "orderCancelled": "CANCELLED"}
 _ORDER_CONTACT = ("externalCustomerId", "email", "phone")
@@ -38,7 +38,7 @@ def add_order_from_event(event_type: str, raw: dict[str, Any]) -> dict[str, Any]
 
 def route(event: Normalized, raw: object, mode: str, rules: Rules) -> list[Normalized]:
     """The spool entries for one accepted event: itself, its Add-orders form, or both."""
-    if mode == "event" or event.event_type not in ORDER_EVENTS or not isinstance(raw, dict):
+    if mode == "event" or event.event_type not in ORDER_EVENT_TYPES or not isinstance(raw, dict):
         return [event]
     order_id: Callable[[], str] = lambda: event.message_id + "#order"  # noqa: E731
     order = normalize_order(add_order_from_event(event.event_type, raw), rules, order_id)

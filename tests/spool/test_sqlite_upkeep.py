@@ -12,11 +12,11 @@ from pathlib import Path
 import pytest
 
 from collector.errors import SpoolFull
-from collector.spool import sqlite as sqlite_module
-from collector.spool import sqlite_leases
 from collector.spool.sqlite import SqliteSpool
+from collector.spool.sqlite import leases as sqlite_leases
+from collector.spool.sqlite import spool as sqlite_module
 
-from .test_spool_contract import T0, Entry
+from .conftest import T0, Entry
 
 WINDOW_MS = 60_000
 

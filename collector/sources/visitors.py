@@ -8,9 +8,8 @@ original order, in the same transaction that records who the visitor is; later e
 the visitor get the contact attached here. Held events that outlive `anonymous_max_age_s`,
 or pass `anonymous_max_events` per visitor, are dropped and counted in the metrics.
 
-A visitor's requests are taken one at a time (a lock per visitor), so an event being held
-cannot slip past the `identify` of another tab. The locks live in this process, as the
-SQLite spool's leases do: one collector per spool.
+A visitor's requests are taken one at a time (the spool's lock per visitor), so an event
+being held cannot slip past the `identify` of another tab.
 """
 
 from __future__ import annotations
@@ -18,20 +17,18 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from collections.abc import Callable
 from typing import Any
 
 import orjson
 
-from .config import Settings
-from .contact import identity_problem, key_value, normalize_contact
-from .errors import FieldError, SpoolError, SpoolFull
-from .ingest import Counters, id_factory, rules_from
-from .metrics import Metrics
-from .normalize import Normalized, normalize_event
-from .spool import Spool
+from ..config import Settings
+from ..errors import FieldError, SpoolError, SpoolFull
+from ..metrics import Metrics
+from ..normalize import Normalized, normalize_event
+from ..normalize.contact import identity_problem, key_value, normalize_contact
+from ..spool import Spool
+from .base import Counters, id_factory, rules_from
 
 log = logging.getLogger("collector.visitors")
 
@@ -40,19 +37,6 @@ SWEEP_EVERY_S = 60.0
 # An anonymous event is checked with this contact in place of the one it will get.
 _STAND_IN_CONTACT = {"email": "anonymous@collector.invalid"}
 IDENTIFY = "identify"
-
-
-@dataclass(frozen=True, slots=True)
-class Held:
-    """An anonymous visitor's event as the spool holds it: the inbound event, contact-less."""
-
-    message_id: str
-    client_id: bool
-    kind: str
-    key: str
-    event_type: str
-    event_time: int | None
-    body: bytes
 
 
 # Browsers may fill the spool's queue to this share of its bound; the rest stays free for
@@ -83,28 +67,12 @@ class Visitors:
         self._on_append = on_append
         self.rules = rules_from(settings)
         self._new_id = id_factory()
-        self._locks: dict[str, tuple[asyncio.Lock, int]] = {}
         self._bound = int(spool.max_events * BROWSER_SHARE)
 
     async def take(self, batch: list[Any], anonymous_id: str) -> dict[str, Any]:
         """The reply body for one request of the visitor, its events taken in order."""
-        async with self._visitor(anonymous_id):
+        async with self.spool.visitor_lock(anonymous_id):
             return await self._take(batch, anonymous_id)
-
-    @asynccontextmanager
-    async def _visitor(self, anonymous_id: str) -> AsyncIterator[None]:
-        """One request of a visitor at a time; the lock is dropped when nobody waits."""
-        lock, users = self._locks.get(anonymous_id) or (asyncio.Lock(), 0)
-        self._locks[anonymous_id] = (lock, users + 1)
-        try:
-            async with lock:
-                yield
-        finally:
-            lock, users = self._locks[anonymous_id]
-            if users == 1:
-                del self._locks[anonymous_id]
-            else:
-                self._locks[anonymous_id] = (lock, users - 1)
 
     async def _take(self, batch: list[Any], anonymous_id: str) -> dict[str, Any]:
         """Hold, deliver or identify each event in order; the reply body."""
@@ -114,7 +82,7 @@ class Visitors:
         found = await self.spool.contact_of(key, now - s.visitor_ttl_s * 1000)
         contact: dict[str, Any] | None = None if found is None else orjson.loads(found)
         await self._check_room(batch, key, contact)
-        to_hold: list[Held] = []
+        to_hold: list[Normalized] = []
         to_append: list[Normalized] = []
         accepted = duplicates = held = 0
         rejected: list[dict[str, Any]] = []
@@ -176,7 +144,7 @@ class Visitors:
                 else:
                     client_id = isinstance(raw, dict) and raw.get("messageId") is not None
                     hold = self._checked_anonymous(event, key, client_id, keep_contact)
-                    if isinstance(hold, Held):
+                    if not isinstance(hold, list):
                         to_hold.append(hold)
                         accepted += 1
                         continue
@@ -214,7 +182,7 @@ class Visitors:
 
     def _checked_anonymous(
         self, event: Any, key: str, client_id: bool, keep_contact: bool = False
-    ) -> Held | list[FieldError]:
+    ) -> Normalized | list[FieldError]:
         """Check an anonymous event as if it named a contact; what the spool holds of it.
 
         `client_id`: the messageId is the page's own (the script's), not one made here: only
@@ -233,7 +201,9 @@ class Visitors:
             event.pop("contact", None)
         event.pop("context", None)  # checked, never sent: not kept (nor re-serialized)
         body = orjson.dumps(event)
-        return Held(out.message_id, client_id, "held", key, out.event_type, out.event_time, body)
+        return Normalized(
+            out.message_id, client_id, "held", key, out.event_type, out.event_time, body
+        )
 
     def _identity(self, raw: dict[str, Any], errors: list[FieldError]) -> dict[str, Any] | None:
         """The contact an identify event names, if Yespo can find a contact by it."""

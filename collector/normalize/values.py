@@ -16,7 +16,7 @@ from typing import Any, TypeGuard
 
 import orjson
 
-from collector.errors import FieldError
+from ..errors import FieldError
 
 Errors = list[FieldError]
 Number = int | float

@@ -7,32 +7,28 @@ is answered for those origins only.
 
 One request is one visitor: `anonymousId` from the body, else the first-party cookie,
 else a new one; the reply sets or refreshes the cookie. What becomes of the events of a
-visitor who has not identified yet is `collector.visitors`' business.
+visitor who has not identified yet is `visitors`' business. The script and the demo shop
+are static assets (`collector.web.static`).
 """
 
 from __future__ import annotations
 
-import gzip
 import hashlib
-import logging
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 from starlette.requests import Request
 from starlette.responses import Response
 
-from .config import Settings
-from .errors import BadRequest, Forbidden, PayloadTooLarge, RequestError
-from .ingest import Counters, id_factory, json_response, parse_json, read_body
-from .metrics import Metrics
-from .spool import Spool
+from ..config import Settings
+from ..errors import BadRequest, Forbidden, PayloadTooLarge, RequestError
+from ..metrics import Metrics
+from ..spool import Spool
+from ..web.http import json_response, parse_json, read_body
+from .base import Counters, Source
 from .visitors import Visitors
-
-log = logging.getLogger("collector.web")
 
 # navigator.sendBeacon refuses bodies over 64 KB, so the script never sends more.
 MAX_WEB_BODY_BYTES = 64 * 1024
@@ -45,35 +41,6 @@ COOKIE_MAX_AGE_S = 365 * 24 * 3600
 # Browsers cache a CORS preflight answer this long.
 PREFLIGHT_MAX_AGE_S = 86400
 _BODY_KEYS = frozenset({"siteKey", "anonymousId", "batch", "v", "sentAt"})
-
-
-def find_static_dir() -> Path:
-    """`static/` of a checkout (or of the Docker image's working directory)."""
-    beside_package = Path(__file__).resolve().parent.parent / "static"
-    return beside_package if beside_package.is_dir() else Path.cwd() / "static"
-
-
-@dataclass(frozen=True, slots=True)
-class Asset:
-    body: bytes
-    gzipped: bytes
-    etag: str
-    media_type: str
-
-    @classmethod
-    def of(cls, body: bytes, media_type: str) -> Asset:
-        etag = '"' + hashlib.sha256(body).hexdigest()[:20] + '"'
-        return cls(body, gzip.compress(body, 9, mtime=0), etag, media_type)
-
-    def response(self, request: Request, max_age: int) -> Response:
-        headers = {"ETag": self.etag, "Cache-Control": f"public, max-age={max_age}"}
-        headers["Vary"] = "Accept-Encoding"
-        if request.headers.get("if-none-match") == self.etag:
-            return Response(status_code=304, headers=headers)
-        if "gzip" in request.headers.get("accept-encoding", ""):
-            headers["Content-Encoding"] = "gzip"
-            return Response(self.gzipped, media_type=self.media_type, headers=headers)
-        return Response(self.body, media_type=self.media_type, headers=headers)
 
 
 def request_origin(request: Request) -> str | None:
@@ -99,8 +66,8 @@ def origin_allowed(origin: str, allowed: tuple[str, ...], request: Request) -> b
     return False
 
 
-class Web:
-    """The browser endpoints, bound to one spool."""
+class Browser(Source):
+    """The browser endpoint, bound to one spool."""
 
     def __init__(
         self,
@@ -109,66 +76,11 @@ class Web:
         metrics: Metrics,
         on_append: Callable[[], None] | None = None,
     ) -> None:
-        self.settings = settings
-        self.spool = spool
-        self.metrics = metrics
+        super().__init__(settings, spool, metrics, on_append)
         self.sites = settings.site_origins()
-        self._new_id = id_factory()
-        self.static_dir = Path(settings.static_dir) if settings.static_dir else find_static_dir()
-        self.script = self._load_script()
-        self.demo = self._load_demo() if settings.demo else {}
         self._counters = Counters(metrics, "web")
+        self.counters = (self._counters,)
         self.visitors = Visitors(settings, spool, metrics, self._counters, on_append)
-
-    def flush_counters(self) -> None:
-        self._counters.flush()
-
-    # -- files ---------------------------------------------------------------------------
-
-    def _load_script(self) -> Asset | None:
-        path = self.static_dir / "y.js"
-        if not path.is_file():
-            log.warning("no tracking script at %s: set COLLECTOR_STATIC_DIR", path)
-            return None
-        return Asset.of(path.read_bytes(), "text/javascript; charset=utf-8")
-
-    def _load_demo(self) -> dict[str, Asset]:
-        """The demo shop's files, with the script and endpoint paths filled in."""
-        root = self.static_dir / "demo"
-        pages: dict[str, Asset] = {}
-        if not root.is_dir():
-            log.warning("COLLECTOR_DEMO is on but %s is missing", root)
-            return pages
-        types = {
-            ".html": "text/html; charset=utf-8",
-            ".css": "text/css; charset=utf-8",
-            ".js": "text/javascript; charset=utf-8",
-            ".svg": "image/svg+xml",
-            ".png": "image/png",
-        }
-        for path in sorted(root.rglob("*")):
-            media_type = types.get(path.suffix)
-            if media_type is None or not path.is_file():
-                continue
-            body = path.read_bytes()
-            if path.suffix == ".html":
-                body = body.replace(b"__YC_SCRIPT__", self.settings.web_path.encode() + b".js")
-                body = body.replace(b"__YC_ENDPOINT__", self.settings.web_path.encode())
-            pages[path.relative_to(root).as_posix()] = Asset.of(body, media_type)
-        return pages
-
-    async def serve_script(self, request: Request) -> Response:
-        if self.script is None:
-            return json_response({"error": "the tracking script is not installed here"}, 404)
-        # Short: a new release reaches pages within minutes; the ETag makes revisits cheap.
-        return self.script.response(request, 300)
-
-    async def serve_demo(self, request: Request) -> Response:
-        name = request.path_params.get("name") or "index.html"
-        asset = self.demo.get(name)
-        if asset is None:
-            return json_response({"error": f"no demo page {name!r}"}, 404)
-        return asset.response(request, 0)
 
     # -- CORS ----------------------------------------------------------------------------
 
