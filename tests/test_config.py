@@ -1,9 +1,14 @@
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
-from collector.config import ConfigError, Settings
-from collector.spool import open_spool, sqlite_path
+from collector.config import Settings
+from collector.errors import ConfigError
+from collector.spool import BACKENDS, backend_for, open_spool, sqlite_path
+from collector.spool.memory import MemorySpool
+from collector.spool.sqlite import SqliteSpool
 
 
 def test_environment_and_flags_end_in_one_settings_object() -> None:
@@ -57,10 +62,24 @@ def test_log_level_is_read_in_any_case() -> None:
     assert Settings.from_env({"COLLECTOR_LOG_LEVEL": "WARNING"}).log_level == "warning"
 
 
-def test_spool_url_picks_the_backend() -> None:
-    assert type(open_spool(Settings(spool_url="memory://"))).__name__ == "MemorySpool"
+def test_spool_url_picks_the_backend(tmp_path: Path) -> None:
+    assert isinstance(open_spool(Settings(spool_url="memory://")), MemorySpool)
+    sqlite = open_spool(Settings(spool_url=f"sqlite:///{tmp_path}/s.db"))
+    assert isinstance(sqlite, SqliteSpool) and sqlite.path == f"{tmp_path}/s.db"
     assert sqlite_path("sqlite:///data/spool.db") == "data/spool.db"
-    with pytest.raises(ConfigError, match="unknown spool scheme"):
-        open_spool(Settings(spool_url="postgres://x"))
     with pytest.raises(ConfigError, match="sqlite:///"):
         sqlite_path("sqlite://data.db")
+
+
+def test_settings_and_open_spool_read_one_table_of_backends(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Both refuse a scheme the table lacks, with the same words...
+    with pytest.raises(ConfigError, match="unknown spool scheme 'postgres'"):
+        backend_for("postgres://x")
+    with pytest.raises(ConfigError, match="unknown spool scheme 'postgres'"):
+        Settings(spool_url="postgres://x")
+    # ...and both take one that is added to it: there is no second list to forget.
+    made = MemorySpool(max_events=1, dedup_window_ms=0)
+    monkeypatch.setitem(BACKENDS, "postgres", lambda settings: made)
+    assert open_spool(Settings(spool_url="postgres://x")) is made
