@@ -69,6 +69,7 @@ class Settings:
     key_value_order: tuple[str, ...] = CONTACT_FIELDS
     identifying_params: tuple[str, ...] = IDENTIFYING_FIELDS
     check_order_total: bool = True
+    phone_region: str | None = None
     log_level: str = "info"
     # Delivery (the forwarder).
     forward: bool = True
@@ -138,6 +139,16 @@ class Settings:
                     f" got {unknown}"
                 )
         self.tz()  # fail at start-up, not on the first order
+        if self.phone_region is not None:
+            import phonenumbers
+
+            region = self.phone_region.upper()
+            if region not in phonenumbers.SUPPORTED_REGIONS:
+                raise ConfigError(
+                    "COLLECTOR_PHONE_REGION must be a two-letter region code such as UA or"
+                    f" PL, got {self.phone_region!r}"
+                )
+            object.__setattr__(self, "phone_region", region)
         if not _WEB_PATH.fullmatch(self.web_path):
             raise ConfigError(
                 "COLLECTOR_WEB_PATH must be a path such as /lib/y (letters, digits, - _ . /),"
@@ -211,6 +222,7 @@ ENV: dict[str, str] = {
     "key_value_order": "COLLECTOR_KEY_VALUE_ORDER",
     "identifying_params": "COLLECTOR_IDENTIFYING_PARAMS",
     "check_order_total": "COLLECTOR_CHECK_ORDER_TOTAL",
+    "phone_region": "COLLECTOR_PHONE_REGION",
     "log_level": "COLLECTOR_LOG_LEVEL",
     "forward": "COLLECTOR_FORWARD",
     "yespo_event_api": "YESPO_EVENT_API",

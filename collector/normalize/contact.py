@@ -78,8 +78,13 @@ def email(value: object, path: str, errors: Errors) -> str | None:
     return None
 
 
-def phone(value: object, path: str, errors: Errors) -> str | None:
-    """An international number reduced to its digits."""
+def phone(value: object, path: str, errors: Errors, region: str | None = None) -> str | None:
+    """A number as the digits Yespo keys on: the country code and the national number.
+
+    Without a `region`, only international numbers are taken (a national one cannot be
+    told from another country's). With one (COLLECTOR_PHONE_REGION), numbers are read
+    and checked by libphonenumber: a national number is of that region, and a number
+    that is not valid for its country is refused with the reason."""
     if isinstance(value, int) and not isinstance(value, bool) and is_json_int(value):
         value = str(value)
     if not isinstance(value, str):
@@ -87,6 +92,8 @@ def phone(value: object, path: str, errors: Errors) -> str | None:
             FieldError(path, f"must be a phone number as a string, got {describe(value)}")
         )
         return None
+    if region is not None:
+        return _phone_in_region(value, path, errors, region)
     # Most numbers come as digits with a leading "+": then there is nothing else to remove.
     digits = value[1:] if value[:1] == "+" else value
     if not (digits.isascii() and digits.isdigit()):
@@ -108,7 +115,8 @@ def phone(value: object, path: str, errors: Errors) -> str | None:
             FieldError(
                 path,
                 "must be an international number, with the country code (380501234567), "
-                f"not a national one starting with 0: got {describe(value)}",
+                f"not a national one starting with 0: got {describe(value)} (set "
+                "COLLECTOR_PHONE_REGION to take national numbers of one country)",
             )
         )
         return None
@@ -122,6 +130,68 @@ def phone(value: object, path: str, errors: Errors) -> str | None:
         )
         return None
     return digits
+
+
+# libphonenumber's reasons a number cannot be one, in words.
+_NOT_POSSIBLE = {
+    "INVALID_COUNTRY_CODE": "no country has its country code",
+    "TOO_SHORT": "too short",
+    "TOO_LONG": "too long",
+    "INVALID_LENGTH": "no number of its country has that length",
+    "IS_POSSIBLE_LOCAL_ONLY": "a local number: it needs its area code",
+}
+
+
+# Why libphonenumber could not read a number at all (NumberParseException.error_type).
+_UNREADABLE = {
+    0: "must be a phone number: no country has its country code",
+    1: "must be a phone number",
+    2: "must be a phone number: too short after the international prefix",
+    3: "must be a phone number: too short",
+    4: "must be a phone number: too long",
+}
+
+
+def _phone_in_region(value: str, path: str, errors: Errors, region: str) -> str | None:
+    """`phone` with a default region. A number written with + or 00 is international;
+    other digits are read as a national number of `region`, else (they may already be
+    the international digits Yespo keys on, as this function writes them) as
+    international."""
+    import phonenumbers  # only collectors with a region pay for its metadata
+
+    text = value.strip()
+    if text[:2] == "00":
+        text = "+" + text[2:]
+    candidates = [text] if text[:1] == "+" else [text, "+" + text]
+    first = None  # the first reading, which the reasons are about
+    unreadable = "must be a phone number"
+    for i, candidate in enumerate(candidates):
+        try:
+            number = phonenumbers.parse(candidate, region)
+        except phonenumbers.NumberParseException as exc:
+            if i == 0:
+                unreadable = _UNREADABLE.get(exc.error_type, unreadable)
+            continue
+        if phonenumbers.is_valid_number(number):
+            return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)[1:]
+        if i == 0:
+            first = number
+    if first is None:
+        errors.append(FieldError(path, f"{unreadable}, got {describe(value)}"))
+        return None
+    code = first.country_code or 0
+    reason = phonenumbers.ValidationResult.to_string(
+        phonenumbers.is_possible_number_with_reason(first)
+    )
+    why = _NOT_POSSIBLE.get(reason or "", "")
+    errors.append(
+        FieldError(
+            path,
+            f"is not a valid phone number for {phonenumbers.region_code_for_country_code(code)}"
+            f" (+{code}){': ' + why if why else ''}: got {describe(value)}",
+        )
+    )
+    return None
 
 
 def _other(field: str) -> Callable[[object, str, Errors], str | None]:
@@ -149,13 +219,16 @@ def contact_value(field: str, value: object, path: str, errors: Errors) -> str |
 
 
 def normalize_contact(
-    raw: dict[Any, Any], errors: Errors, paths: dict[str, str] | None = None
+    raw: dict[Any, Any],
+    errors: Errors,
+    paths: dict[str, str] | None = None,
+    phone_region: str | None = None,
 ) -> dict[str, str | None]:
     """The identifiers given (null counts as not given): field -> value, None where invalid.
 
     Without `paths`, `raw` is the inbound `contact` object: unknown keys are errors and
     paths are ``contact.<field>``. With `paths`, `raw` holds known fields only and each
-    error is reported at ``paths[field]``.
+    error is reported at ``paths[field]``. `phone_region`: see `phone`.
     """
     out: dict[str, str | None] = {}
     for field, value in raw.items():
@@ -170,7 +243,11 @@ def normalize_contact(
                 )
             )
             continue
-        out[field] = check(value, _PATHS[field] if paths is None else paths[field], errors)
+        path = _PATHS[field] if paths is None else paths[field]
+        if phone_region is not None and check is phone:
+            out[field] = phone(value, path, errors, phone_region)
+        else:
+            out[field] = check(value, path, errors)
     return out
 
 

@@ -90,13 +90,15 @@ class Rules:
     `key_value_order`: the contact fields tried, in order, for keyValue. `identifying`: an
     event other than an order event must carry one of these (empty: no such check).
     `timezone`: the zone order dates are written in. `check_order_total`: reject orders
-    whose items (plus shipping) do not add up to totalCost.
+    whose items (plus shipping) do not add up to totalCost. `phone_region`: the region
+    whose national phone numbers are taken (None: international numbers only).
     """
 
     key_value_order: tuple[str, ...] = CONTACT_FIELDS
     identifying: tuple[str, ...] = IDENTIFYING_FIELDS
     timezone: datetime.tzinfo = datetime.UTC
     check_order_total: bool = True
+    phone_region: str | None = None
 
 
 @dataclass(slots=True)
@@ -319,7 +321,7 @@ def _fast_fields(
     if type(raw_contact) is not dict:
         return None
     scratch: Errors = []
-    contact = normalize_contact(raw_contact, scratch)
+    contact = normalize_contact(raw_contact, scratch, phone_region=rules.phone_region)
     if scratch:
         return None
     # identity_problem and key_value, spelled out: this runs for every event.
@@ -394,7 +396,7 @@ def _checked_event(
     contact: dict[str, str | None] | None = None
     if isinstance(raw_contact, dict):
         before = len(errors)
-        contact = normalize_contact(raw_contact, errors)
+        contact = normalize_contact(raw_contact, errors, phone_region=rules.phone_region)
         if len(errors) > before and not contact:
             # Only unknown keys (typos such as "mail"): saying "no contact" too would be noise.
             contact = None
@@ -478,7 +480,7 @@ def normalize_yespo_event(
         return errors  # without params there is nothing more to check
     type_name = event_type if isinstance(event_type, str) else ""
     parts = split_params(params, type_name, errors)
-    contact = normalize_contact(parts.contact, errors, parts.contact_paths)
+    contact = normalize_contact(parts.contact, errors, parts.contact_paths, rules.phone_region)
     unpacked = len(errors)
     result = _event(
         event_type=event_type,
@@ -516,7 +518,9 @@ def normalize_order(
     if not isinstance(raw, dict):
         return [FieldError("", f"an order must be a JSON object, got {describe(raw)}")]
     errors: Errors = []
-    order = orders.order_object(raw, errors, rules.timezone, rules.check_order_total)
+    order = orders.order_object(
+        raw, errors, rules.timezone, rules.check_order_total, rules.phone_region
+    )
     if errors:
         return errors
     try:

@@ -326,7 +326,11 @@ _ORDER_FIELDS = ("externalOrderId", "externalCustomerId", "totalCost", "status",
 
 
 def order_object(
-    raw: dict[Any, Any], errors: Errors, tz: datetime.tzinfo, check: bool
+    raw: dict[Any, Any],
+    errors: Errors,
+    tz: datetime.tzinfo,
+    check: bool,
+    phone_region: str | None = None,
 ) -> dict[str, Any]:
     """One order of an Add-orders body, checked; normalized values, same keys, nulls left out."""
     out: dict[str, Any] = {k: v for k, v in raw.items() if v is not None}
@@ -362,7 +366,7 @@ def order_object(
     if "email" in out:
         out["email"] = email(out["email"], "email", errors)
     if "phone" in out:
-        out["phone"] = phone(out["phone"], "phone", errors)
+        out["phone"] = phone(out["phone"], "phone", errors, phone_region)
     if "items" in out:
         checked_items, items_sum = items(out["items"], "items", errors, flatten=False)
         out["items"] = checked_items

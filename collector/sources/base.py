@@ -21,6 +21,7 @@ def rules_from(settings: Settings) -> Rules:
         identifying=settings.identifying_params,
         timezone=settings.tz(),
         check_order_total=settings.check_order_total,
+        phone_region=settings.phone_region,
     )
 
 

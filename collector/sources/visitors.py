@@ -211,7 +211,7 @@ class Visitors:
         if not isinstance(given, dict) or not given:
             errors.append(FieldError("contact", "identify needs a contact: email, phone, ..."))
             return None
-        contact = normalize_contact(given, errors)
+        contact = normalize_contact(given, errors, phone_region=self.rules.phone_region)
         if errors:
             return None
         problem = identity_problem(contact, False, self.rules.identifying)
