@@ -56,6 +56,10 @@ _RECOUNT_WHEN_FULL_S = 1.0
 _GROUP_BYTES = 64 << 20
 # Address space, not memory: pages are mapped as they are read.
 _MMAP_BYTES = 1 << 30
+# Readiness says "not ready" below this much free space where the spool lives: a group
+# commit, the WAL and its checkpoints need room, and a load balancer should move traffic
+# away before writes fail rather than after.
+_MIN_FREE_BYTES = 1 << 20
 
 
 class SqliteSpool(LocalVisitorLocks, Spool):
@@ -88,6 +92,12 @@ class SqliteSpool(LocalVisitorLocks, Spool):
         self._closed = False
         #: Transactions that committed appended events (tests check grouping with it).
         self.commits = 0
+        # Free bytes where the spool lives when a write last failed for want of space
+        # (set by the writer thread; None once space came back): readiness stays "not
+        # ready" until more space is free than then, since BEGIN IMMEDIATE, which proves
+        # the file can be locked, succeeds on a full disk.
+        self._full_at: int | None = None
+        self._dir = os.path.dirname(os.path.abspath(path))
 
     # -- lifecycle -----------------------------------------------------------------------
 
@@ -264,6 +274,8 @@ class SqliteSpool(LocalVisitorLocks, Spool):
         except sqlite3.Error as exc:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
+            if exc.sqlite_errorcode == sqlite3.SQLITE_FULL:
+                self._full_at = self._free_bytes()
             raise SpoolError(f"spool {self.path}: {exc}") from exc
         except BaseException:
             if conn.in_transaction:
@@ -523,9 +535,23 @@ class SqliteSpool(LocalVisitorLocks, Spool):
         in_flight = self._leases.in_flight(int(time.time() * 1000))
         return SpoolStats(depth, in_flight, dead, oldest, held)
 
+    def _free_bytes(self) -> int:
+        """Bytes free to this process where the spool file lives."""
+        st = os.statvfs(self._dir)
+        return st.f_bavail * st.f_frsize
+
     async def check(self) -> None:
         if self._closed:
             raise SpoolError("spool is closed")
+        free = self._free_bytes()
+        full_at = self._full_at
+        if full_at is not None and free > full_at + _MIN_FREE_BYTES:
+            self._full_at = full_at = None  # space came back: the next write will tell
+        if full_at is not None or free < _MIN_FREE_BYTES:
+            raise SpoolError(
+                f"disk full: {free:,} bytes free in {self._dir}, where the spool is; events are"
+                " refused until space is freed"
+            )
 
         def work() -> None:
             assert self._conn is not None
