@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
+import orjson
 from starlette.applications import Starlette
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import RedirectResponse, Response
@@ -20,6 +21,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from . import __version__
 from .config import Settings
 from .delivery import Delivery
+from .errors import Overloaded
 from .metrics import Metrics
 from .sources.browser import Browser
 from .sources.events_api import EventsApi
@@ -27,7 +29,7 @@ from .sources.visitors import sweep_forever
 from .sources.yespo_compat import YespoCompat
 from .spool import Spool, open_spool
 from .web.health import Health
-from .web.http import OWN, YESPO, refusing
+from .web.http import OWN, YESPO, ErrorForm, error_reply, refusing
 from .web.static import Assets
 
 log = logging.getLogger("collector")
@@ -35,17 +37,59 @@ log = logging.getLogger("collector")
 
 class CollectorApp(Starlette):
     """Starlette, with POST /v1/events (the busiest endpoint by far) handed straight to its
-    bare ASGI handler, past the middleware stack; it answers its own errors."""
+    bare ASGI handler, past the middleware stack; it answers its own errors.
 
-    def __init__(self, events: ASGIApp, **kwargs: Any) -> None:
+    Ingest requests (`ingest`: path -> the form its source answers in) are admitted up to
+    `max_in_flight` at once; past that each is answered 503 + Retry-After at once, before
+    its body is read, instead of waiting behind seconds of work (and /healthz with it)."""
+
+    def __init__(
+        self,
+        events: ASGIApp,
+        ingest: dict[str, ErrorForm],
+        max_in_flight: int,
+        metrics: Metrics,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(**kwargs)
         self._events = events
+        self._ingest = ingest
+        self._max_in_flight = max_in_flight
+        self._metrics = metrics
+        self.in_flight = 0
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope["path"] == "/v1/events" and scope["method"] == "POST":
-            await self._events(scope, receive, send)
-        else:
+        if scope["type"] != "http" or scope["method"] != "POST":
             await super().__call__(scope, receive, send)
+            return
+        path = scope["path"]
+        form = self._ingest.get(path)
+        if form is None:
+            await super().__call__(scope, receive, send)
+            return
+        if self.in_flight >= self._max_in_flight:
+            await self._refuse(path, form, send)
+            return
+        self.in_flight += 1
+        try:
+            if path == "/v1/events":
+                await self._events(scope, receive, send)
+            else:
+                await super().__call__(scope, receive, send)
+        finally:
+            self.in_flight -= 1
+
+    async def _refuse(self, path: str, form: ErrorForm, send: Send) -> None:
+        busy = Overloaded(f"{self._max_in_flight} requests in hand", retry_after=1)
+        status, body, headers = error_reply(busy, form, self._metrics, path)
+        data = orjson.dumps(body)
+        raw = [(k.lower().encode(), v.encode()) for k, v in headers.items()]
+        raw += [
+            (b"content-type", b"application/json"),
+            (b"content-length", str(len(data)).encode()),
+        ]
+        await send({"type": "http.response.start", "status": status, "headers": raw})
+        await send({"type": "http.response.body", "body": data})
 
 
 async def client_gone(request: Request, exc: Exception) -> Response:
@@ -111,16 +155,21 @@ def create_app(settings: Settings, spool: Spool | None = None) -> Starlette:
             await spool.close()
             log.info("spool closed")
 
+    # The ingest endpoints: path, the form its source answers in, the handler.
+    ingest_routes = [
+        ("/api/v1/event", YESPO, yespo.event),
+        ("/api/v2/event", YESPO, yespo.event),
+        ("/api/v1/orders", YESPO, yespo.orders),
+        (settings.web_path, OWN, browser.events),
+    ]
+    ingest = {"/v1/events": OWN, **{path: form for path, form, _ in ingest_routes}}
     routes = [
         Route("/v1/events", functools.partial(events_api.events), methods=["POST"]),  # bare ASGI
-        Route("/api/v1/event", refusing(YESPO, metrics, yespo.event), methods=["POST"]),
-        Route("/api/v2/event", refusing(YESPO, metrics, yespo.event), methods=["POST"]),
-        Route("/api/v1/orders", refusing(YESPO, metrics, yespo.orders), methods=["POST"]),
+        *(Route(p, refusing(f, metrics, fn), methods=["POST"]) for p, f, fn in ingest_routes),
         Route("/healthz", health.healthz, methods=["GET"]),
         Route("/readyz", health.readyz, methods=["GET"]),
         Route("/metrics", health.metrics_endpoint, methods=["GET"]),
         Route(settings.web_path + ".js", assets.serve_script, methods=["GET"]),
-        Route(settings.web_path, refusing(OWN, metrics, browser.events), methods=["POST"]),
         Route(settings.web_path, browser.preflight, methods=["OPTIONS"]),
     ]
     if settings.demo:
@@ -134,6 +183,9 @@ def create_app(settings: Settings, spool: Spool | None = None) -> Starlette:
         ]
     app = CollectorApp(
         events_api.events,
+        ingest,
+        settings.max_in_flight,
+        metrics,
         routes=routes,
         lifespan=lifespan,
         exception_handlers={ClientDisconnect: client_gone},

@@ -27,6 +27,11 @@ DEFAULT_MAX_BODY_BYTES = 4 * 1024 * 1024
 DEFAULT_MAX_BATCH_EVENTS = 1000
 # messageId deduplication window: long enough to cover a client's retries across a day.
 DEFAULT_DEDUP_WINDOW_S = 24 * 3600
+# Ingest requests in hand at once (reading, normalizing, waiting for the commit); past it a
+# request is answered 503 + Retry-After at once. Far above what one process commits
+# concurrently (64 connections saturate it), low enough that an overload gets fast
+# answers and /healthz is not queued behind seconds of work.
+DEFAULT_MAX_IN_FLIGHT = 256
 # Spool bound: about 1 GB of typical 1 KB events; past it ingest answers 503 instead of
 # filling the disk.
 DEFAULT_SPOOL_MAX_EVENTS = 1_000_000
@@ -65,6 +70,7 @@ class Settings:
     yespo_api_key: str | None = None
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
     max_batch_events: int = DEFAULT_MAX_BATCH_EVENTS
+    max_in_flight: int = DEFAULT_MAX_IN_FLIGHT
     timezone: str = "UTC"
     key_value_order: tuple[str, ...] = CONTACT_FIELDS
     identifying_params: tuple[str, ...] = IDENTIFYING_FIELDS
@@ -115,7 +121,7 @@ class Settings:
         object.__setattr__(self, "log_level", self.log_level.lower())  # uvicorn's spelling
         backend_for(self.spool_url)  # the spool's own table of backends
         for name in (
-            "port", "spool_max_events", "max_body_bytes", "max_batch_events",
+            "port", "spool_max_events", "max_body_bytes", "max_batch_events", "max_in_flight",
             "yespo_concurrency", "yespo_timeout_s", "retry_base_ms", "retry_max_delay_s",
             "max_event_age_s", "anonymous_max_events", "anonymous_max_age_s", "visitor_ttl_s",
         ):  # fmt: skip
@@ -218,6 +224,7 @@ ENV: dict[str, str] = {
     "yespo_api_key": "YESPO_API_KEY",
     "max_body_bytes": "COLLECTOR_MAX_BODY_BYTES",
     "max_batch_events": "COLLECTOR_MAX_BATCH_EVENTS",
+    "max_in_flight": "COLLECTOR_MAX_IN_FLIGHT",
     "timezone": "COLLECTOR_TIMEZONE",
     "key_value_order": "COLLECTOR_KEY_VALUE_ORDER",
     "identifying_params": "COLLECTOR_IDENTIFYING_PARAMS",
@@ -254,6 +261,7 @@ _ORIGIN = re.compile(r"https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?")
 
 _INT = {
     "port", "spool_max_events", "dedup_window_s", "max_body_bytes", "max_batch_events",
+    "max_in_flight",
     "yespo_concurrency", "retry_base_ms", "retry_max_delay_s", "max_event_age_s",
     "anonymous_max_events", "anonymous_max_age_s", "visitor_ttl_s",
 }  # fmt: skip

@@ -6,8 +6,10 @@
     │   ├── Forbidden           a site key used from an origin it is not tied to (-> 403)
     │   ├── PayloadTooLarge     body or batch over its limit (-> 413)
     │   └── BadRequest          body is not JSON, or not of the endpoint's shape (-> 400)
-    └── SpoolError              the spool cannot take the events (-> 503 + Retry-After)
-        └── SpoolFull           the configured bound is reached
+    └── Unavailable             nothing of the request was taken: later (-> 503 + Retry-After)
+        ├── SpoolError          the spool cannot take the events
+        │   └── SpoolFull       the configured bound is reached
+        └── Overloaded          as many requests in hand as the collector takes at once
 
 Two kinds of failure are values, not exceptions: a single bad event inside a batch
 (normalization returns a list of `FieldError`s for it, and the good events beside it go
@@ -63,13 +65,23 @@ class BadRequest(RequestError):
     status_code = 400
 
 
-class SpoolError(CollectorError):
-    """The spool could not store events; nothing of the request was stored."""
+class Unavailable(CollectorError):
+    """Nothing of the request was taken; the sender should try again after `retry_after`
+    seconds."""
 
     def __init__(self, message: str, retry_after: int = 5) -> None:
         super().__init__(message)
         self.message = message
         self.retry_after = retry_after
+
+
+class SpoolError(Unavailable):
+    """The spool could not store events; nothing of the request was stored."""
+
+
+class Overloaded(Unavailable):
+    """The collector has as many requests in hand as it takes at once
+    (COLLECTOR_MAX_IN_FLIGHT): it answers at once instead of queueing without end."""
 
 
 class SpoolFull(SpoolError):

@@ -13,7 +13,7 @@ import orjson
 from starlette.types import Receive, Scope, Send
 
 from ..config import Settings
-from ..errors import BadRequest, FieldError, PayloadTooLarge, RequestError, SpoolError
+from ..errors import BadRequest, FieldError, PayloadTooLarge, RequestError, Unavailable
 from ..metrics import Metrics
 from ..normalize import Normalized, inbound, normalize_event, normalize_inbound
 from ..normalize.routing import route
@@ -68,7 +68,7 @@ class EventsApi(Source):
             if body is None:
                 return  # the client went away; there is nobody to answer
             status, reply = await self._events(body)
-        except (RequestError, SpoolError) as exc:
+        except (RequestError, Unavailable) as exc:
             status, reply, extra = error_reply(exc, OWN, self.metrics, ENDPOINT)
             headers += [(k.lower().encode(), v.encode()) for k, v in extra.items()]
         data = reply if type(reply) is bytes else orjson.dumps(reply)

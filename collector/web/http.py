@@ -15,7 +15,14 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.types import Receive
 
-from ..errors import BadRequest, PayloadTooLarge, RequestError, SpoolError, SpoolFull
+from ..errors import (
+    BadRequest,
+    Overloaded,
+    PayloadTooLarge,
+    RequestError,
+    SpoolFull,
+    Unavailable,
+)
 from ..metrics import Metrics
 
 JSON = "application/json"
@@ -42,16 +49,17 @@ def json_response(data: Any, status: int = 200, headers: dict[str, str] | None =
 
 
 def error_reply(
-    exc: RequestError | SpoolError, form: ErrorForm, metrics: Metrics, endpoint: str
+    exc: RequestError | Unavailable, form: ErrorForm, metrics: Metrics, endpoint: str
 ) -> tuple[int, dict[str, str], dict[str, str]]:
     """Status, body and headers for a refused request, counted under `endpoint`.
 
-    A `SpoolError` is a 503 with Retry-After (nothing of the request was stored: send it
+    `Unavailable` is a 503 with Retry-After (nothing of the request was stored: send it
     again); a `RequestError` is its own status, a 401 naming the scheme to use."""
     headers: dict[str, str] = {}
-    if isinstance(exc, SpoolError):
+    if isinstance(exc, Unavailable):
         metrics.refused_requests.labels(endpoint, "503").inc()
-        metrics.errors.labels("spool_full" if isinstance(exc, SpoolFull) else "spool").inc()
+        stage = "overload" if isinstance(exc, Overloaded) else "spool"
+        metrics.errors.labels("spool_full" if isinstance(exc, SpoolFull) else stage).inc()
         headers["Retry-After"] = str(exc.retry_after)
         return 503, {form.key: f"events not stored, try again later: {exc.message}"}, headers
     metrics.refused_requests.labels(endpoint, str(exc.status_code)).inc()
@@ -66,7 +74,7 @@ def refusing(form: ErrorForm, metrics: Metrics, endpoint: Endpoint) -> Endpoint:
     async def handle(request: Request) -> Response:
         try:
             return await endpoint(request)
-        except (RequestError, SpoolError) as exc:
+        except (RequestError, Unavailable) as exc:
             status, body, headers = error_reply(exc, form, metrics, request.url.path)
             return json_response(body, status, headers)
 
