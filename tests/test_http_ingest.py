@@ -12,6 +12,7 @@ from typing import Any
 import orjson
 import pytest
 
+from collector.config import Settings
 from collector.spool import Spool
 
 from .conftest import API_KEY, Running, make_settings, running
@@ -357,3 +358,18 @@ async def test_a_bad_event_beside_a_context_orjson_cannot_read_harms_no_one(
         reply = await resp.json()
         assert resp.status == 200, reply
     assert reply["accepted"] == 1 and [r["index"] for r in reply["rejected"]] == [1]
+
+
+async def test_a_401_says_where_the_key_came_from_when_the_collector_made_one_up(
+    tmp_path: Path,
+) -> None:
+    settings = Settings.from_env({}, spool_url=f"sqlite:///{tmp_path}/spool.db", forward=False)
+    assert settings.generated_key
+    async with running(settings) as c:
+        bad_key = {"Authorization": "Bearer dev-key"}
+        status, body = await c.post("/v1/events", page_view(), headers=bad_key)
+        assert status == 401
+        assert "no COLLECTOR_API_KEYS is set" in body["error"]
+        assert "logged it at start-up" in body["error"]
+        status, _ = await c.post("/v1/events", page_view(), headers=c.auth(settings.api_keys[0]))
+        assert status == 200

@@ -40,7 +40,7 @@ class EventsApi(Source):
         on_append: Callable[[], None] | None = None,
     ) -> None:
         super().__init__(settings, spool, metrics, on_append)
-        self.keys = ApiKeys(settings.api_keys)
+        self.keys = ApiKeys(settings.api_keys, settings.generated_key)
         self.max_body = settings.max_body_bytes
         self.max_batch = settings.max_batch_events
         self.orders_api = settings.yespo_orders_api

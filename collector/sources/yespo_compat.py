@@ -36,7 +36,7 @@ class YespoCompat(Source):
         on_append: Callable[[], None] | None = None,
     ) -> None:
         super().__init__(settings, spool, metrics, on_append)
-        self.keys = ApiKeys(settings.api_keys)
+        self.keys = ApiKeys(settings.api_keys, settings.generated_key)
         self.max_body = settings.max_body_bytes
         self._on_event = Counters(metrics, "yespo_event")
         self._on_orders = Counters(metrics, "yespo_orders")

@@ -13,13 +13,23 @@ from starlette.requests import Request
 from ..errors import Unauthorized
 
 
+# What an unknown key hears when no COLLECTOR_API_KEYS was set: the key that works is in
+# the start-up log, and a newcomer's curl with a key of their own should say so.
+_GENERATED = (
+    "unknown API key: no COLLECTOR_API_KEYS is set, so this collector made one up and"
+    " logged it at start-up; start it with COLLECTOR_API_KEYS=<your key> to choose it"
+)
+
+
 class ApiKeys:
-    """The collector keys (COLLECTOR_API_KEYS), checked in constant time."""
+    """The collector keys (COLLECTOR_API_KEYS), checked in constant time. `generated`:
+    the one key was made up at start-up (none was configured)."""
 
-    __slots__ = ("_keys",)
+    __slots__ = ("_keys", "_unknown")
 
-    def __init__(self, keys: Iterable[str]) -> None:
+    def __init__(self, keys: Iterable[str], generated: bool = False) -> None:
         self._keys = tuple(k.encode() for k in keys)
+        self._unknown = _GENERATED if generated else "unknown API key"
 
     def known(self, key: bytes) -> bool:
         found = False
@@ -33,7 +43,7 @@ class ApiKeys:
         if scheme.lower() != b"bearer" or not cred.strip():
             raise Unauthorized("send the server key as 'Authorization: Bearer <key>'")
         if not self.known(cred.strip()):
-            raise Unauthorized("unknown API key")
+            raise Unauthorized(self._unknown)
 
     def check_basic(self, request: Request) -> None:
         """Basic auth whose password is a known key (the user name is not read)."""
@@ -45,4 +55,4 @@ class ApiKeys:
         except (binascii.Error, ValueError):
             raise Unauthorized("malformed Basic credentials") from None
         if not self.known(password):
-            raise Unauthorized("unknown API key")
+            raise Unauthorized(self._unknown)
