@@ -15,7 +15,7 @@ from typing import Any
 import orjson
 import pytest
 
-from collector.delivery import Forwarder
+from collector.delivery import Forwarder, service
 from collector.errors import SpoolError
 from collector.spool import Spool
 from collector.standin import StandIn
@@ -337,3 +337,25 @@ async def test_order_events_can_also_or_instead_go_to_add_orders(tmp_path: Path,
         kinds = Counter(orjson.loads(r.raw)["eventTypeKey"] for r in standin.events)
         expected = {"orderDelivered": 3} | ({"orderCreated": 3} if mode == "both" else {})
         assert kinds == expected
+
+
+async def test_the_log_says_what_was_delivered_every_few_seconds(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(service, "REPORT_EVERY_S", 0.2)
+    caplog.set_level("INFO", logger="collector")
+    async with pipeline(tmp_path) as (c, standin):
+        await send(c, [page_view(n) for n in range(3)])
+        await standin.wait_for_events(3)
+
+        def reported() -> list[str]:
+            return [r.getMessage() for r in caplog.records if "delivered" in r.getMessage()]
+
+        await eventually(lambda: _true(bool(reported())))
+        assert reported()[0].startswith("delivered 3 events to Yespo in the last 0.2s")
+        await asyncio.sleep(0.5)
+        assert len(reported()) == 1  # nothing more delivered: nothing more said
+
+
+async def _true(value: bool) -> bool:
+    return value

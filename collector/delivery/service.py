@@ -4,6 +4,7 @@ by `collector serve` (in the app's lifespan) and `collector forward` (on its own
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 
 from ..config import Settings
@@ -16,6 +17,10 @@ from .sink import DryRunSink, Sink
 from .yespo import YespoClient
 
 log = logging.getLogger("collector")
+
+# How often the log says what was delivered, when anything was: a newcomer sees deliveries
+# within seconds, and an idle collector writes nothing.
+REPORT_EVERY_S = 10.0
 
 
 def make_sink(settings: Settings) -> Sink:
@@ -67,8 +72,10 @@ class Delivery:
 
     def __init__(self, settings: Settings, spool: Spool, metrics: Metrics) -> None:
         self.settings = settings
+        self.metrics = metrics
         self.forwarder = make_forwarder(settings, spool, metrics)
         self._task: asyncio.Task[None] | None = None
+        self._reporter: asyncio.Task[None] | None = None
 
     def notify(self) -> None:
         """New entries were committed: look now instead of at the next poll."""
@@ -87,6 +94,37 @@ class Delivery:
         )
         await self.forwarder.sink.start()
         self._task = asyncio.create_task(self.forwarder.run(), name="forwarder")
+        self._reporter = asyncio.create_task(self._report_forever(), name="delivery report")
+
+    def _delivered(self) -> tuple[float, float]:
+        """Events Yespo took and events dead-lettered, so far."""
+        registry = self.metrics.registry
+        sent = registry.get_sample_value("sent_events_total") or 0.0
+        dead = sum(
+            registry.get_sample_value("events_discarded_total", {"reason": reason}) or 0.0
+            for reason in ("rejected", "expired")
+        )
+        return sent, dead
+
+    async def _report_forever(self) -> None:
+        """Every REPORT_EVERY_S, one line of what was delivered since the last, if anything."""
+        where = "to the log (dry run)" if self.settings.dry_run else "to Yespo"
+        last = self._delivered()
+        while True:
+            await asyncio.sleep(REPORT_EVERY_S)
+            now = self._delivered()
+            sent, dead = now[0] - last[0], now[1] - last[1]
+            if not (sent or dead):
+                continue
+            last = now
+            try:
+                waiting = (await self.forwarder.spool.stats()).depth
+            except SpoolError:
+                waiting = -1
+            log.info(
+                "delivered %d events %s in the last %gs, %d dead-lettered; %d waiting",
+                sent, where, REPORT_EVERY_S, dead, waiting,
+            )  # fmt: skip
 
     async def stop(self) -> None:
         """Graceful: stop leasing, finish in-flight sends within the shutdown timeout, report
@@ -94,6 +132,10 @@ class Delivery:
         if self._task is None:
             return
         forwarder, task, self._task = self.forwarder, self._task, None
+        if self._reporter is not None:
+            self._reporter.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._reporter
         forwarder.stop(self.settings.shutdown_timeout_s)
         try:
             await task  # run() drains in-flight sends and writes their outcomes
