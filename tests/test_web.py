@@ -14,8 +14,8 @@ import orjson
 import pytest
 
 from collector.spool import Spool
-from collector.standin import StandIn
 from collector.visitors import sweep_held
+from standin import StandIn
 
 from .conftest import YESPO_KEY, Running, delivering, make_settings, running
 
