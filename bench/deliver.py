@@ -3,7 +3,7 @@
     .venv/bin/python bench/deliver.py [--events 60000] [--concurrency 64]
                                       [--rate 1000] [--duration 15] [--profile]
 
-Not part of the test suite. One Yespo stand-in (`python -m collector.standin`) runs for the
+Not part of the test suite. One Yespo stand-in (`python -m standin`) runs for the
 whole benchmark as its own process; its records and stats are cleared between phases.
 
   forward   a fresh SQLite spool pre-filled with --events Generate-event bodies (~460
@@ -247,7 +247,7 @@ class StandIn:
 def stand_in(workdir: Path) -> Iterator[StandIn]:
     port = free_port()
     log = workdir / "standin.log"
-    cmd = [sys.executable, "-m", "collector.standin", "--port", str(port), "--api-key", YESPO_KEY]
+    cmd = [sys.executable, "-m", "standin", "--port", str(port), "--api-key", YESPO_KEY]
     with running(cmd, clean_env(), log) as proc:
         s = StandIn(proc, port, log)
         wait_http(proc, f"{s.control}/stats", log)

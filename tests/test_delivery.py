@@ -18,8 +18,7 @@ import pytest
 from collector.delivery import Forwarder, service
 from collector.errors import SpoolError
 from collector.spool import Spool
-from collector.standin import StandIn
-from collector.standin_faults import Faults, RejectIf
+from standin import Faults, RejectIf, StandIn
 
 from .conftest import YESPO_KEY, Running, delivering, make_settings, running
 

@@ -13,8 +13,7 @@ from typing import Any
 import aiohttp
 import orjson
 
-from collector.standin import StandIn
-from collector.standin_faults import Faults
+from standin import Faults, StandIn
 
 from .conftest import API_KEY, YESPO_KEY, Process, free_port
 

@@ -15,8 +15,7 @@ from typing import Any
 import orjson
 import pytest
 
-from collector.standin import StandIn
-from collector.standin_faults import Faults
+from standin import Faults, StandIn
 
 from .conftest import YESPO_KEY, Running, delivering, running
 

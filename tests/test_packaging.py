@@ -2,7 +2,8 @@
 
 No Docker engine runs on the build machines, so the image is not built here; what can
 be checked without one is: the HEALTHCHECK command really tells a live collector from a
-dead one, and the image runs as a non-root user with the spool on a volume.
+dead one, and the image runs as a non-root user with the spool on a volume. The wheel is
+built: it holds the product, `collector`, and not the Yespo stand-in (`standin`).
 """
 
 from __future__ import annotations
@@ -10,8 +11,10 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+import shutil
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 
 from .conftest import API_KEY, ROOT, Process, free_port
@@ -67,3 +70,26 @@ def test_cli_reports_a_bad_setting_clearly(tmp_path: Path) -> None:
     )
     assert result.returncode == 2
     assert "COLLECTOR_SPOOL_SYNC" in result.stderr
+
+
+def test_wheel_holds_the_collector_and_not_the_stand_in(tmp_path: Path) -> None:
+    # Built from a copy: a build in the checkout would leave build/ and *.egg-info there.
+    src = tmp_path / "src"
+    junk = (".*", "__pycache__", "build", "dist", "*.egg-info", "data", "*.db", "*.db-*")
+    shutil.copytree(ROOT, src, ignore=shutil.ignore_patterns(*junk))
+    assert (src / "standin" / "__init__.py").is_file()  # there to be left out
+    built = subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--quiet", "-w", tmp_path / "out", src],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert built.returncode == 0, built.stderr
+    [wheel] = (tmp_path / "out").glob("yespo_collector-*.whl")
+    names = zipfile.ZipFile(wheel).namelist()
+    assert {"collector/__init__.py", "collector/cli.py", "collector/spool/sqlite/spool.py"} <= set(
+        names
+    )
+    tops = {name.split("/")[0] for name in names}
+    assert {top for top in tops if not top.endswith(".dist-info")} == {"collector"}
+    assert [name for name in names if "standin" in name] == []

@@ -16,9 +16,8 @@ import aiohttp
 import orjson
 import pytest
 
-from collector.standin import Faults, StandIn
-from collector.standin_checks import MAX_EVENT_BODY
-from collector.standin_faults import FaultsError, RejectIf
+from standin import Faults, FaultsError, RejectIf, StandIn
+from standin.checks import MAX_EVENT_BODY
 
 ROOT = Path(__file__).resolve().parent.parent
 KEY = "test-yespo-key"
@@ -761,7 +760,7 @@ def free_port() -> int:
 async def test_cli_serves_until_sigterm(http: aiohttp.ClientSession) -> None:
     port = free_port()
     proc = await asyncio.create_subprocess_exec(
-        *(sys.executable, "-m", "collector.standin", "--port", str(port), "--api-key", KEY),
+        *(sys.executable, "-m", "standin", "--port", str(port), "--api-key", KEY),
         cwd=ROOT,
         env={**os.environ, "PYTHONPATH": str(ROOT)},
         stderr=asyncio.subprocess.PIPE,

@@ -15,7 +15,7 @@ import pytest
 
 from collector.sources.visitors import sweep_held
 from collector.spool import Spool
-from collector.standin import StandIn
+from standin import StandIn
 
 from .conftest import YESPO_KEY, Running, delivering, make_settings, running
 

@@ -12,7 +12,6 @@ from starlette.requests import Request
 
 from ..errors import Unauthorized
 
-
 # What an unknown key hears when no COLLECTOR_API_KEYS was set: the key that works is in
 # the start-up log, and a newcomer's curl with a key of their own should say so.
 _GENERATED = (

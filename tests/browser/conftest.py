@@ -31,7 +31,7 @@ from starlette.types import Message, Receive, Scope, Send
 
 from collector.app import create_app
 from collector.config import Settings
-from collector.standin import StandIn
+from standin import StandIn
 
 from ..conftest import ROOT, YESPO_KEY, Running, delivering, make_settings, serve
 

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from playwright.async_api import BrowserContext, Page
 
-from collector.standin import StandIn
+from standin import StandIn
 
 from ..conftest import free_port
 from .conftest import (

@@ -3,8 +3,8 @@
 Yespo cannot be reached from tests or benchmarks, so this server takes its place: it
 answers Generate event (``POST {base}/v1/event``, ``/v2/event``) and Add orders
 (``POST {base}/v1/orders``) with Yespo's checks (as its API documentation gives them),
-records what it accepts, and misbehaves on demand (`collector.standin_faults.Faults`).
-Events Yespo answers 200 but silently drops (`collector.standin_checks.ignored_reason`)
+records what it accepts, and misbehaves on demand (`standin.faults.Faults`).
+Events Yespo answers 200 but silently drops (`standin.checks.ignored_reason`)
 get their 200 too, and are recorded apart, with the reason, never among the events.
 
 Control API, no auth, for tests and for people trying the collector out::
@@ -18,7 +18,7 @@ Control API, no auth, for tests and for people trying the collector out::
     GET|POST|DELETE /_standin/faults              read, replace, clear the fault plan
     POST   /_standin/key {"key": "..."}           change the API key
 
-Run it: ``python -m collector.standin --port 9090`` and point the collector at
+Run it: ``python -m standin --port 9090`` and point the collector at
 ``YESPO_API_URL=http://127.0.0.1:9090/api``. In tests: ``async with StandIn() as yespo:``.
 """
 
@@ -35,7 +35,7 @@ import click
 import orjson
 from aiohttp import web
 
-from collector.standin_checks import (
+from standin.checks import (
     MAX_EVENT_BODY,
     MAX_ORDERS,
     created_order,
@@ -43,8 +43,8 @@ from collector.standin_checks import (
     ignored_reason,
     order_problem,
 )
-from collector.standin_faults import Faults, FaultsError
-from collector.standin_records import Recorded, RecordLog, Row
+from standin.faults import Faults, FaultsError
+from standin.records import Recorded, RecordLog, Row
 
 __all__ = ["Faults", "Recorded", "StandIn", "main"]
 
@@ -503,7 +503,3 @@ def main(
         pass
     with asyncio.Runner(loop_factory=loop_factory) as runner:
         runner.run(_serve(stand_in, host, port))
-
-
-if __name__ == "__main__":
-    main()
