@@ -95,10 +95,13 @@ def create_app(settings: Settings, spool: Spool | None = None) -> Starlette:
             log.info("delivery is off here (--no-forward): run 'collector forward' beside it")
         if browser.sites:
             log.info(
-                "browsers: script at %s.js, events at %s, %d site key(s)%s",
-                settings.web_path, settings.web_path, len(browser.sites),
-                "; demo shop at /demo/" if settings.demo else "",
+                "browsers: %sevents at %s, %d site key(s)%s",
+                f"script at {settings.web_path}.js, " if assets.script else "",
+                settings.web_path, len(browser.sites),
+                "; demo shop at /demo/" if assets.demo else "",
             )  # fmt: skip
+        for missing in assets.missing:  # announced above only what is there
+            log.warning("%s", missing)
         sweeper = asyncio.create_task(sweep_forever(settings, spool, metrics), name="sweeper")
         try:
             yield
