@@ -27,7 +27,7 @@ from .sources.visitors import sweep_forever
 from .sources.yespo_compat import YespoCompat
 from .spool import Spool, open_spool
 from .web.health import Health
-from .web.http import OWN, YESPO, refusing
+from .web.http import OWN, YESPO, method_not_allowed, not_found, refusing
 from .web.static import Assets
 
 log = logging.getLogger("collector")
@@ -139,7 +139,7 @@ def create_app(settings: Settings, spool: Spool | None = None) -> Starlette:
         events_api.events,
         routes=routes,
         lifespan=lifespan,
-        exception_handlers={ClientDisconnect: client_gone},
+        exception_handlers={ClientDisconnect: client_gone, 404: not_found, 405: method_not_allowed},
     )
     app.state.settings = settings
     app.state.spool = spool

@@ -153,6 +153,35 @@ async def test_other_methods_on_the_events_path_are_405(collector: Running) -> N
         assert resp.headers["Allow"] == "POST"
 
 
+async def test_unknown_paths_and_methods_are_answered_in_json_with_a_hint(
+    collector: Running,
+) -> None:
+    async def call(method: str, path: str) -> tuple[int, dict[str, str], Any]:
+        async with collector.http.request(
+            method, collector.url + path, json=page_view(), headers=collector.auth()
+        ) as resp:
+            assert resp.content_type == "application/json"
+            return resp.status, dict(resp.headers), await resp.json()
+
+    status, _, reply = await call("POST", "/v1/event")
+    assert (status, reply) == (
+        404, {"error": "no such endpoint: POST /v1/event; did you mean POST /v1/events?"}
+    )  # fmt: skip
+    status, _, reply = await call("GET", "/healthy")
+    assert (status, reply) == (
+        404, {"error": "no such endpoint: GET /healthy; did you mean GET /healthz?"}
+    )  # fmt: skip
+    status, _, reply = await call("GET", "/favicon.ico")
+    assert (status, reply) == (404, {"error": "no such endpoint: GET /favicon.ico"})
+
+    status, headers, reply = await call("GET", "/v1/events")
+    assert (status, headers["Allow"]) == (405, "POST")
+    assert reply == {"error": "GET is not allowed on /v1/events (allowed: POST)"}
+    status, headers, reply = await call("DELETE", "/metrics")
+    assert (status, headers["Allow"]) == (405, "GET, HEAD")
+    assert reply == {"error": "DELETE is not allowed on /metrics (allowed: GET, HEAD)"}
+
+
 async def test_a_body_in_several_chunks_is_read_whole(collector: Running) -> None:
     async def chunks() -> AsyncIterator[bytes]:
         data = orjson.dumps({"batch": [page_view(i) for i in range(50)]})
