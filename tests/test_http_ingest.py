@@ -325,6 +325,16 @@ async def test_health_readiness_and_metrics(collector: Running) -> None:
     assert "spool_depth 1.0" in text
 
 
+async def test_metrics_leave_out_the_created_series(collector: Running) -> None:
+    await collector.post("/v1/events", {"batch": [page_view(1), {"type": "pageViewed"}]})
+    async with collector.http.get(collector.url + "/metrics") as resp:
+        text = await resp.text()
+    assert "_created" not in text
+    # ...and the series they stood beside are all there.
+    assert 'received_events_total{endpoint="events"} 2.0' in text
+    assert "spool_append_seconds_count 1.0" in text
+
+
 async def test_add_orders_entry_that_is_not_an_object_is_named_by_index(
     collector: Running,
 ) -> None:
