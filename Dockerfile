@@ -10,7 +10,6 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 WORKDIR /app
 COPY pyproject.toml README.md ./
 COPY collector ./collector
-COPY static ./static
 RUN pip install . \
     && useradd --system --uid 10001 --no-create-home --home-dir /app collector \
     && mkdir -p /data \

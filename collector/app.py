@@ -29,7 +29,7 @@ from .sources.visitors import sweep_forever
 from .sources.yespo_compat import YespoCompat
 from .spool import Spool, open_spool
 from .web.health import Health
-from .web.http import OWN, YESPO, ErrorForm, error_reply, refusing
+from .web.http import OWN, YESPO, ErrorForm, error_reply, method_not_allowed, not_found, refusing
 from .web.static import Assets
 
 log = logging.getLogger("collector")
@@ -139,10 +139,13 @@ def create_app(settings: Settings, spool: Spool | None = None) -> Starlette:
             log.info("delivery is off here (--no-forward): run 'collector forward' beside it")
         if browser.sites:
             log.info(
-                "browsers: script at %s.js, events at %s, %d site key(s)%s",
-                settings.web_path, settings.web_path, len(browser.sites),
-                "; demo shop at /demo/" if settings.demo else "",
+                "browsers: %sevents at %s, %d site key(s)%s",
+                f"script at {settings.web_path}.js, " if assets.script else "",
+                settings.web_path, len(browser.sites),
+                "; demo shop at /demo/" if assets.demo else "",
             )  # fmt: skip
+        for missing in assets.missing:  # announced above only what is there
+            log.warning("%s", missing)
         sweeper = asyncio.create_task(sweep_forever(settings, spool, metrics), name="sweeper")
         try:
             yield
@@ -188,7 +191,7 @@ def create_app(settings: Settings, spool: Spool | None = None) -> Starlette:
         metrics,
         routes=routes,
         lifespan=lifespan,
-        exception_handlers={ClientDisconnect: client_gone},
+        exception_handlers={ClientDisconnect: client_gone, 404: not_found, 405: method_not_allowed},
     )
     app.state.settings = settings
     app.state.spool = spool

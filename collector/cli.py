@@ -15,24 +15,55 @@ import click
 import orjson
 
 from . import __version__
-from .config import Settings
+from .config import ENV, LOG_LEVELS, Settings
 from .errors import ConfigError
 from .spool import Spool, SpoolStats
 
 T = TypeVar("T")
 
+# The settings a newcomer needs first, one line each; docs/configuration.md has them all.
+ESSENTIALS = (
+    ("COLLECTOR_API_KEYS", "keys senders give as Bearer (unset: one is made up)"),
+    ("YESPO_API_KEY", "your Yespo API key (unset: dry run, logged only)"),
+    ("YESPO_API_URL", "Yespo's API base (default https://yespo.io/api)"),
+    ("COLLECTOR_SITE_KEYS", "browsers' site keys: shop-web=https://shop.example"),
+    ("COLLECTOR_DEMO", "true: serve the demo shop at /demo/"),
+)
+REFERENCE = "Every setting: docs/configuration.md in the collector's repository."
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+
+def _settings_help(intro: str) -> str:
+    # \b keeps click from rewrapping the table.
+    width = max(len(name) for name, _ in ESSENTIALS)
+    rows = "\n".join(f"  {name.ljust(width)}  {what}" for name, what in ESSENTIALS)
+    return f"{intro}\n\n\b\n{rows}\n\n{REFERENCE}"
+
+
+@click.group(
+    context_settings={"help_option_names": ["-h", "--help"]},
+    epilog=_settings_help(
+        "Settings are environment variables; a command's flags, where it has them, win."
+        " The ones to know first:"
+    ),
+)
 @click.version_option(__version__, prog_name="collector")
 def main() -> None:
-    """First-party event collector for Yespo.
-
-    Every option can also be set with the environment variable named in its help;
-    a flag given on the command line wins.
-    """
+    """First-party event collector for Yespo: takes e-commerce events over HTTP, checks
+    them, keeps them in a spool on disk and delivers them to Yespo's API."""
 
 
 def load_settings(**overrides: Any) -> Settings:
+    """The settings from the environment, with the flags given (`overrides`, None where
+    not given) over them. A bad flag is reported by its flag, a bad variable by its name."""
+    for name, value in overrides.items():
+        if value is None:
+            continue
+        try:
+            Settings(**{name: value})  # the flag alone, beside valid defaults
+        except ConfigError as exc:
+            # Every ConfigError names its variable; here the value came from the flag.
+            flag = "--" + name.replace("_", "-")
+            raise click.UsageError(str(exc).replace(ENV[name], flag)) from None
     try:
         settings = Settings.from_env(os.environ, **overrides)
     except ConfigError as exc:
@@ -45,11 +76,29 @@ def load_settings(**overrides: Any) -> Settings:
     return settings
 
 
-@main.command()
+spool_url_option = click.option(
+    "--spool-url",
+    help="Where accepted events wait [COLLECTOR_SPOOL_URL, default sqlite:///data/spool.db].",
+)
+log_level_option = click.option(
+    "--log-level",
+    type=click.Choice(LOG_LEVELS, case_sensitive=False),
+    help="[COLLECTOR_LOG_LEVEL, default info]",
+)
+
+
+@main.command(
+    short_help="Take events over HTTP, spool them, deliver them to Yespo.",
+    epilog=_settings_help("Settings to know first (environment variables):"),
+)
 @click.option("--host", help="Address to listen on [COLLECTOR_HOST, default 127.0.0.1].")
-@click.option("--port", type=int, help="Port to listen on [COLLECTOR_PORT, default 8080].")
-@click.option("--spool-url", help="Spool location [COLLECTOR_SPOOL_URL].")
-@click.option("--log-level", help="debug, info, warning, error [COLLECTOR_LOG_LEVEL].")
+@click.option(
+    "--port",
+    type=click.IntRange(1, 65535),
+    help="Port to listen on [COLLECTOR_PORT, default 8080].",
+)
+@spool_url_option
+@log_level_option
 @click.option(
     "--forward/--no-forward",
     default=None,
@@ -62,7 +111,10 @@ def serve(
     log_level: str | None,
     forward: bool | None,
 ) -> None:
-    """Accept events over HTTP, keep them in the spool, deliver them to Yespo."""
+    """Accept events over HTTP, keep them in the spool, deliver them to Yespo.
+
+    Without YESPO_API_KEY it runs in dry run: events are checked and spooled, and
+    delivery writes them to the log in their Yespo form."""
     import uvicorn
 
     from .app import create_app
@@ -88,11 +140,17 @@ def serve(
     )
 
 
-@main.command()
-@click.option("--spool-url", help="Spool location [COLLECTOR_SPOOL_URL].")
-@click.option("--log-level", help="debug, info, warning, error [COLLECTOR_LOG_LEVEL].")
+@main.command(
+    short_help="Only deliver the spool to Yespo (beside 'serve --no-forward').", epilog=REFERENCE
+)
+@spool_url_option
+@log_level_option
 def forward(spool_url: str | None, log_level: str | None) -> None:
-    """Only deliver: drain the spool into Yespo (beside a 'serve --no-forward')."""
+    """Only deliver: drain the spool into Yespo (YESPO_API_URL, YESPO_API_KEY).
+
+    \b
+    Run it beside a collector that takes the events without delivering them:
+      collector serve --no-forward"""
     settings = load_settings(spool_url=spool_url, log_level=log_level)
     run_loop(_forward(settings))
 
@@ -132,12 +190,9 @@ async def _forward(settings: Settings) -> None:
 # -- operator commands --------------------------------------------------------------------
 
 
-@main.group()
+@main.group(short_help="Look into the spool; replay or purge dead letters.")
 def spool() -> None:
     """Look into the spool and act on dead letters (safe while the collector runs)."""
-
-
-spool_url_option = click.option("--spool-url", help="Spool location [COLLECTOR_SPOOL_URL].")
 
 
 def _with_spool(spool_url: str | None, work: Callable[[Spool], Awaitable[T]]) -> T:
@@ -156,7 +211,7 @@ def _with_spool(spool_url: str | None, work: Callable[[Spool], Awaitable[T]]) ->
     return asyncio.run(run())
 
 
-@spool.command()
+@spool.command(short_help="Waiting events, oldest age, dead letters by reason.")
 @spool_url_option
 def status(spool_url: str | None) -> None:
     """Waiting events, oldest event age, dead letters by reason.
@@ -177,7 +232,7 @@ def status(spool_url: str | None) -> None:
         click.echo(f"  {reason}: {count}")
 
 
-@spool.command()
+@spool.command(short_help="List dead letters, oldest first, with Yespo's answer.")
 @spool_url_option
 @click.option("--reason", help="Only this reason (rejected, expired).")
 @click.option("--type", "event_type", help="Only this event type.")
@@ -220,7 +275,7 @@ def _selection(seqs: tuple[int, ...], reason: str | None, everything: bool) -> l
     return list(seqs) if seqs else None
 
 
-@spool.command()
+@spool.command(short_help="Requeue dead letters for delivery.")
 @spool_url_option
 @click.option("--seq", "seqs", type=int, multiple=True, help="A dead letter's seq (repeatable).")
 @click.option("--reason", help="Every dead letter with this reason.")
@@ -234,7 +289,7 @@ def replay(
     click.echo(f"requeued {moved} dead letter(s)")
 
 
-@spool.command()
+@spool.command(short_help="Delete dead letters for good (never waiting events).")
 @spool_url_option
 @click.option("--seq", "seqs", type=int, multiple=True, help="A dead letter's seq (repeatable).")
 @click.option("--reason", help="Every dead letter with this reason.")

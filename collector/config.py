@@ -97,7 +97,7 @@ class Settings:
     anonymous_max_events: int = DEFAULT_ANONYMOUS_MAX_EVENTS
     anonymous_max_age_s: int = DEFAULT_ANONYMOUS_MAX_AGE_S
     visitor_ttl_s: int = DEFAULT_VISITOR_TTL_S
-    static_dir: str | None = None  # None: the checkout's (or working directory's) static/
+    static_dir: str | None = None  # None: the package's own collector/static/
     # Keys generated at start-up because none were configured (printed in the banner).
     generated_key: bool = field(default=False, compare=False)
 

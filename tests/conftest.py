@@ -122,18 +122,26 @@ async def collector(tmp_path: Path) -> AsyncIterator[Running]:
 
 
 class Process:
-    """`python -m collector serve` as a child process, the way a user starts it."""
+    """`python -m collector serve` as a child process, the way a user starts it (or
+    `command serve`, from `cwd`)."""
 
-    def __init__(self, port: int, env: dict[str, str], log: Path) -> None:
+    def __init__(
+        self,
+        port: int,
+        env: dict[str, str],
+        log: Path,
+        command: tuple[str, ...] = (sys.executable, "-m", "collector"),
+        cwd: Path = ROOT,
+    ) -> None:
         self.port = port
         self.url = f"http://127.0.0.1:{port}"
         self._log = log.open("ab")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "collector", "serve", "--port", str(port)],
+            [*command, "serve", "--port", str(port)],
             env={**os.environ, **env},
             stdout=self._log,
             stderr=subprocess.STDOUT,
-            cwd=ROOT,
+            cwd=cwd,
         )
 
     async def wait_ready(self, within_s: float = 15) -> None:

@@ -154,6 +154,35 @@ async def test_other_methods_on_the_events_path_are_405(collector: Running) -> N
         assert resp.headers["Allow"] == "POST"
 
 
+async def test_unknown_paths_and_methods_are_answered_in_json_with_a_hint(
+    collector: Running,
+) -> None:
+    async def call(method: str, path: str) -> tuple[int, dict[str, str], Any]:
+        async with collector.http.request(
+            method, collector.url + path, json=page_view(), headers=collector.auth()
+        ) as resp:
+            assert resp.content_type == "application/json"
+            return resp.status, dict(resp.headers), await resp.json()
+
+    status, _, reply = await call("POST", "/v1/event")
+    assert (status, reply) == (
+        404, {"error": "no such endpoint: POST /v1/event; did you mean POST /v1/events?"}
+    )  # fmt: skip
+    status, _, reply = await call("GET", "/healthy")
+    assert (status, reply) == (
+        404, {"error": "no such endpoint: GET /healthy; did you mean GET /healthz?"}
+    )  # fmt: skip
+    status, _, reply = await call("GET", "/favicon.ico")
+    assert (status, reply) == (404, {"error": "no such endpoint: GET /favicon.ico"})
+
+    status, headers, reply = await call("GET", "/v1/events")
+    assert (status, headers["Allow"]) == (405, "POST")
+    assert reply == {"error": "GET is not allowed on /v1/events (allowed: POST)"}
+    status, headers, reply = await call("DELETE", "/metrics")
+    assert (status, headers["Allow"]) == (405, "GET, HEAD")
+    assert reply == {"error": "DELETE is not allowed on /metrics (allowed: GET, HEAD)"}
+
+
 async def test_a_body_in_several_chunks_is_read_whole(collector: Running) -> None:
     async def chunks() -> AsyncIterator[bytes]:
         data = orjson.dumps({"batch": [page_view(i) for i in range(50)]})
@@ -295,6 +324,16 @@ async def test_health_readiness_and_metrics(collector: Running) -> None:
     assert 'accepted_events_total{endpoint="events"} 1.0' in text
     assert 'rejected_events_total{endpoint="events"} 1.0' in text
     assert "spool_depth 1.0" in text
+
+
+async def test_metrics_leave_out_the_created_series(collector: Running) -> None:
+    await collector.post("/v1/events", {"batch": [page_view(1), {"type": "pageViewed"}]})
+    async with collector.http.get(collector.url + "/metrics") as resp:
+        text = await resp.text()
+    assert "_created" not in text
+    # ...and the series they stood beside are all there.
+    assert 'received_events_total{endpoint="events"} 2.0' in text
+    assert "spool_append_seconds_count 1.0" in text
 
 
 async def test_add_orders_entry_that_is_not_an_object_is_named_by_index(

@@ -1,9 +1,10 @@
-"""The image and the command line as a user meets them.
+"""The wheel, the image and the command line as a user meets them.
 
 No Docker engine runs on the build machines, so the image is not built here; what can
-be checked without one is: the HEALTHCHECK command really tells a live collector from a
-dead one, and the image runs as a non-root user with the spool on a volume. The wheel is
-built: it holds the product, `collector`, and not the Yespo stand-in (`standin`).
+be checked without one is: a wheel built from what the image copies serves the script and
+the demo from anywhere, the HEALTHCHECK command really tells a live collector from a dead
+one, and the image runs as a non-root user with the spool on a volume. The wheel holds
+the product, `collector`, and not the Yespo stand-in (`standin`).
 """
 
 from __future__ import annotations
@@ -14,8 +15,11 @@ import re
 import shutil
 import subprocess
 import sys
+import sysconfig
 import zipfile
 from pathlib import Path
+
+import aiohttp
 
 from .conftest import API_KEY, ROOT, Process, free_port
 
@@ -31,6 +35,90 @@ def healthcheck_argv() -> list[str]:
 
 def run_healthcheck(env: dict[str, str]) -> subprocess.CompletedProcess[bytes]:
     return subprocess.run(healthcheck_argv(), env=env, capture_output=True, timeout=10)
+
+
+def image_sources() -> list[str]:
+    """What the Dockerfile copies into the image, the build context of its `pip install .`."""
+    sources: list[str] = []
+    for line in re.findall(r"^COPY (.+)$", DOCKERFILE, re.M):
+        *names, _dest = line.split()
+        sources += names
+    return sources
+
+
+def build_wheel(tmp_path: Path) -> Path:
+    """A wheel built from a copy of exactly what the image copies (not the checkout, whose
+    stray build/ or untracked files could hide a file the package forgot to declare)."""
+    src = tmp_path / "src"
+    src.mkdir()
+    for name in image_sources():
+        if (ROOT / name).is_dir():
+            ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
+            shutil.copytree(ROOT / name, src / name, ignore=ignore)
+        else:
+            shutil.copy(ROOT / name, src / name)
+    dist = tmp_path / "dist"
+    pip = [sys.executable, "-m", "pip", "--disable-pip-version-check", "-q"]
+    subprocess.run([*pip, "wheel", str(src), "--no-deps", "-w", str(dist)], check=True, timeout=120)
+    (wheel,) = dist.glob("*.whl")
+    return wheel
+
+
+def install_wheel(wheel: Path, venv: Path) -> None:
+    """`wheel` alone in a fresh venv; its dependencies are read from this venv's
+    site-packages through a .pth file, so nothing is downloaded. (A directory named in a
+    .pth file joins sys.path, but its own .pth files are not run: the checkout's editable
+    install stays out.)"""
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
+    pip = [sys.executable, "-m", "pip", "--disable-pip-version-check", "-q"]
+    subprocess.run(
+        [*pip, "--python", str(venv / "bin" / "python"), "install", "--no-deps", str(wheel)],
+        check=True,
+        timeout=120,
+    )
+    (site,) = (venv / "lib").glob("python*/site-packages")
+    paths = {sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]}
+    (site / "dependencies.pth").write_text("".join(p + "\n" for p in sorted(paths)))
+
+
+def installed_collector(tmp_path: Path, elsewhere: Path) -> Path:
+    """The `collector` command of a wheel installed in a fresh venv under `tmp_path`."""
+    wheel = build_wheel(tmp_path)
+    with zipfile.ZipFile(wheel) as z:
+        top = {n.split("/")[0] for n in z.namelist() if ".dist-info/" not in n}
+    assert top == {"collector"}
+    venv = tmp_path / "venv"
+    install_wheel(wheel, venv)
+    where = subprocess.run(
+        [str(venv / "bin" / "python"), "-c", "import collector; print(collector.__file__)"],
+        cwd=elsewhere, capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    assert where.stdout.startswith(str(venv)), where.stdout  # the wheel's, not the checkout's
+    return venv / "bin" / "collector"
+
+
+async def test_an_installed_wheel_serves_the_script_and_the_demo_from_any_directory(
+    tmp_path: Path, processes: list[Process]
+) -> None:
+    elsewhere = tmp_path / "elsewhere"  # no static/, no checkout
+    elsewhere.mkdir()
+    command = await asyncio.to_thread(installed_collector, tmp_path, elsewhere)
+    log = tmp_path / "collector.log"
+    env = {"COLLECTOR_API_KEYS": API_KEY, "COLLECTOR_DEMO": "true",
+           "COLLECTOR_SPOOL_URL": f"sqlite:///{tmp_path}/s.db"}  # fmt: skip
+    proc = Process(free_port(), env, log, command=(str(command),), cwd=elsewhere)
+    processes.append(proc)
+    await proc.wait_ready()
+    async with aiohttp.ClientSession() as http:
+        async with http.get(proc.url + "/lib/y.js") as resp:
+            assert resp.status == 200
+            assert await resp.read() == (ROOT / "collector" / "static" / "y.js").read_bytes()
+        async with http.get(proc.url + "/demo/") as resp:
+            assert resp.status == 200
+            assert '"yc","/lib/y.js")' in await resp.text()  # the demo loads the script
+    banner = log.read_text()
+    assert "script at /lib/y.js" in banner and "demo shop at /demo/" in banner
+    assert "missing" not in banner
 
 
 def test_image_runs_unprivileged_with_spool_on_a_volume() -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import gzip
+import logging
 import sqlite3
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -342,6 +343,22 @@ async def test_the_demo_shop_is_served_with_the_configured_paths(tmp_path: Path)
         assert status == 200
         status, _, _ = await send(c, [page(SHOP, "m2")], site="demo", origin=SHOP, path="/s/t")
         assert status == 403
+
+
+async def test_the_banner_announces_only_the_browser_files_that_are_there(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    empty = tmp_path / "static"
+    empty.mkdir()
+    settings = make_settings(tmp_path, static_dir=str(empty), demo=True)
+    caplog.set_level(logging.INFO, logger="collector")
+    async with running(settings) as c, c.http.get(c.url + "/lib/y.js") as resp:
+        assert resp.status == 404
+    (banner,) = [r.getMessage() for r in caplog.records if r.getMessage().startswith("browsers:")]
+    assert "script at" not in banner and "demo" not in banner
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert any(w.startswith("no tracking script: " + str(empty / "y.js")) for w in warnings)
+    assert any(w.startswith("no demo shop: ") and str(empty / "demo") in w for w in warnings)
 
 
 async def test_held_events_reach_yespo_after_identify_with_the_contact_in_order(

@@ -73,6 +73,8 @@ def backend_for(url: str) -> Callable[[Settings], Spool]:
             f"COLLECTOR_SPOOL_URL: unknown spool scheme {scheme!r} in {url!r}"
             f" (use {' or '.join(_FORMS.get(s, s + '://') for s in BACKENDS)})"
         )
+    if scheme == "sqlite":
+        sqlite_path(url)  # its form too: a malformed URL fails with the settings, not at open
     return builder
 
 

@@ -70,4 +70,4 @@ class Health:
             metrics.spool_oldest_age.set(max(age, 0.0))
             metrics.anonymous_held.set(stats.held)
         self.flush()
-        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+        return Response(generate_latest(metrics.exposed), media_type=CONTENT_TYPE_LATEST)

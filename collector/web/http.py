@@ -6,13 +6,16 @@ does (`message`, Basic auth), the collector's own endpoints as `error` with a Be
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+import difflib
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
 import orjson
+from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
+from starlette.routing import BaseRoute, Route
 from starlette.types import Receive
 
 from ..errors import (
@@ -46,6 +49,37 @@ YESPO = ErrorForm("message", "Basic")
 
 def json_response(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
     return Response(orjson.dumps(data), status_code=status, media_type=JSON, headers=headers)
+
+
+def near_miss(path: str, routes: Iterable[BaseRoute]) -> str | None:
+    """The endpoint a mistyped `path` most likely meant, as "POST /v1/events"; None when
+    no known path is close (difflib's ratio at least 0.8: one or two letters off)."""
+    methods: dict[str, list[str]] = {}
+    for route in routes:
+        if isinstance(route, Route) and "{" not in route.path:
+            named = [m for m in sorted(route.methods or ()) if m not in ("HEAD", "OPTIONS")]
+            methods.setdefault(route.path, []).extend(named)
+    close = difflib.get_close_matches(path, [p for p, m in methods.items() if m], n=1, cutoff=0.8)
+    return f"{'/'.join(methods[close[0]])} {close[0]}" if close else None
+
+
+async def not_found(request: Request, exc: Exception) -> Response:
+    """404 in JSON like every other answer, with the endpoint a near-miss path meant."""
+    message = f"no such endpoint: {request.method} {request.url.path}"
+    hint = near_miss(request.url.path, request.app.routes)
+    if hint is not None:
+        message += f"; did you mean {hint}?"
+    return json_response({"error": message}, 404)
+
+
+async def method_not_allowed(request: Request, exc: Exception) -> Response:
+    """405 in JSON, with the Allow header Starlette's router set (sorted: it comes from a
+    set, so its order would change from run to run)."""
+    headers = dict(exc.headers or {}) if isinstance(exc, HTTPException) else {}
+    allowed = ", ".join(sorted(headers.get("Allow", "").split(", ")))
+    headers["Allow"] = allowed
+    message = f"{request.method} is not allowed on {request.url.path} (allowed: {allowed})"
+    return json_response({"error": message}, 405, headers)
 
 
 def error_reply(

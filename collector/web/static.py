@@ -5,17 +5,17 @@ from __future__ import annotations
 
 import gzip
 import hashlib
-import logging
+from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
+from importlib.resources import files
+from importlib.resources.abc import Traversable
+from pathlib import Path, PurePosixPath
 
 from starlette.requests import Request
 from starlette.responses import Response
 
 from ..config import Settings
 from .http import json_response
-
-log = logging.getLogger("collector.web")
 
 _MEDIA_TYPES = {
     ".html": "text/html; charset=utf-8",
@@ -26,10 +26,19 @@ _MEDIA_TYPES = {
 }
 
 
-def find_static_dir() -> Path:
-    """`static/` of a checkout (or of the Docker image's working directory)."""
-    beside_package = Path(__file__).resolve().parents[2] / "static"
-    return beside_package if beside_package.is_dir() else Path.cwd() / "static"
+def find_static_dir() -> Traversable:
+    """The package's own `collector/static/`, wherever the collector is installed: a
+    checkout, a wheel, the Docker image (package data, read through importlib.resources)."""
+    return files("collector") / "static"
+
+
+def _walk(folder: Traversable, prefix: str = "") -> Iterator[tuple[str, Traversable]]:
+    """Every file under `folder` with its path relative to it, in name order."""
+    for entry in sorted(folder.iterdir(), key=lambda e: e.name):
+        if entry.is_dir():
+            yield from _walk(entry, f"{prefix}{entry.name}/")
+        elif entry.is_file():
+            yield prefix + entry.name, entry
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,18 +65,27 @@ class Asset:
 
 
 class Assets:
-    """The tracking script (`{web_path}.js`) and, with COLLECTOR_DEMO, the demo shop."""
+    """The tracking script (`{web_path}.js`) and, with COLLECTOR_DEMO, the demo shop.
+
+    `missing` says, one line each, what was looked for and not found, for the start-up
+    banner: the collector still runs without them (events over HTTP need neither)."""
 
     def __init__(self, settings: Settings) -> None:
         self.web_path = settings.web_path
-        self.static_dir = Path(settings.static_dir) if settings.static_dir else find_static_dir()
+        self.static_dir: Traversable = (
+            Path(settings.static_dir) if settings.static_dir else find_static_dir()
+        )
+        self.missing: list[str] = []
         self.script = self._load_script()
         self.demo = self._load_demo() if settings.demo else {}
 
     def _load_script(self) -> Asset | None:
         path = self.static_dir / "y.js"
         if not path.is_file():
-            log.warning("no tracking script at %s: set COLLECTOR_STATIC_DIR", path)
+            self.missing.append(
+                f"no tracking script: {path} is missing ({self.web_path}.js answers 404);"
+                " set COLLECTOR_STATIC_DIR to a folder holding y.js"
+            )
             return None
         return Asset.of(path.read_bytes(), "text/javascript; charset=utf-8")
 
@@ -75,18 +93,21 @@ class Assets:
         """The demo shop's files, with the script and endpoint paths filled in."""
         root = self.static_dir / "demo"
         pages: dict[str, Asset] = {}
-        if not root.is_dir():
-            log.warning("COLLECTOR_DEMO is on but %s is missing", root)
-            return pages
-        for path in sorted(root.rglob("*")):
-            media_type = _MEDIA_TYPES.get(path.suffix)
-            if media_type is None or not path.is_file():
-                continue
-            body = path.read_bytes()
-            if path.suffix == ".html":
-                body = body.replace(b"__YC_SCRIPT__", self.web_path.encode() + b".js")
-                body = body.replace(b"__YC_ENDPOINT__", self.web_path.encode())
-            pages[path.relative_to(root).as_posix()] = Asset.of(body, media_type)
+        if root.is_dir():
+            for name, path in _walk(root):
+                media_type = _MEDIA_TYPES.get(PurePosixPath(name).suffix)
+                if media_type is None:
+                    continue
+                body = path.read_bytes()
+                if name.endswith(".html"):
+                    body = body.replace(b"__YC_SCRIPT__", self.web_path.encode() + b".js")
+                    body = body.replace(b"__YC_ENDPOINT__", self.web_path.encode())
+                pages[name] = Asset.of(body, media_type)
+        if "index.html" not in pages:
+            self.missing.append(
+                f"no demo shop: COLLECTOR_DEMO is on but {root / 'index.html'} is missing"
+            )
+            return {}
         return pages
 
     async def serve_script(self, request: Request) -> Response:

@@ -48,7 +48,7 @@ CHROMIUM_ARGS = [
     "--disable-sync",
 ]
 HAVE_CHROMIUM = CHROMIUM.exists()
-STATIC = ROOT / "static"
+STATIC = ROOT / "collector" / "static"
 WEB_PATH = "/lib/y"  # Settings' default
 # Bounds on one wait in a browser test: every step is local, so seconds are plenty.
 STEP_TIMEOUT_MS = 10_000
@@ -160,7 +160,7 @@ def forwarding(tmp_path: Path, standin: StandIn, **overrides: Any) -> Settings:
 
 
 def snippet(**init: Any) -> str:
-    """The loader snippet of static/snippet.html, with init's options (site key "demo")."""
+    """collector/static/snippet.html, with init's options (site key "demo")."""
     options = json.dumps({"siteKey": "demo", "endpoint": WEB_PATH, **init})
     return (
         "<script>\n"
