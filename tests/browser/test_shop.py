@@ -118,3 +118,38 @@ async def test_a_visit_to_the_demo_shop_reaches_yespo_with_the_contact_given_at_
                 "imageUrl": demo + "img/mug.svg",
             }
         ]
+
+
+async def test_the_demo_says_events_wait_and_logging_in_releases_them_before_checkout(
+    tmp_path: Path, context: BrowserContext
+) -> None:
+    async with pipeline(tmp_path) as (c, standin, _):
+        demo = c.url + "/demo/"
+        page = await context.new_page()
+        await page.goto(demo + "product-mug.html")
+        note = await page.text_content("#demo-note")
+        assert note is not None and "wait in the collector" in note
+        assert "/_standin/events" in note  # where to watch them
+        await page.click("#add-to-cart")
+        await page.wait_for_selector("#cart-count:text('1')")
+        await page.click("#account-link")
+        await page.fill("#login-email", EMAIL)
+        await page.click("#log-in")
+        await page.wait_for_selector("#logged-in")
+        note = await page.text_content("#demo-note")
+        assert note is not None and f"Logged in as {EMAIL}" in note
+
+        # Held until the log-in, then delivered with the contact: no checkout needed.
+        await settled(standin, 4)
+        arrived = yespo_events(standin)
+        assert [kind for kind, _ in arrived] == [
+            "pageViewed",
+            "productViewed",
+            "cartUpdated",
+            "pageViewed",
+        ]
+        assert all(params["email"] == EMAIL for _, params in arrived)
+
+        # Checkout knows who is logged in.
+        await page.goto(demo + "checkout.html")
+        assert await page.input_value("#email") == EMAIL

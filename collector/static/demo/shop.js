@@ -44,5 +44,48 @@ var shop = {
     var el = document.getElementById("cart-count");
     if (el) el.textContent = shop.cart().reduce(function (n, l) { return n + l.quantity; }, 0);
   },
+  // Who logged in on the Account page (the demo's own memory; the collector has its own).
+  user: function () {
+    return localStorage.getItem("demo_user") || "";
+  },
+  logIn: function (email) {
+    // The visitor is known from now on: the collector delivers what it held for them.
+    yc("identify", { email: email });
+    localStorage.setItem("demo_user", email);
+    shop.note();
+  },
+  // What happens to this visitor's events, on every page.
+  note: function () {
+    var main = document.querySelector("main");
+    if (!main) return;
+    var note = document.getElementById("demo-note");
+    if (!note) {
+      note = document.createElement("aside");
+      note.id = "demo-note";
+      main.parentNode.insertBefore(note, main);
+    }
+    var user = shop.user();
+    note.textContent = "";
+    var status = document.createElement("p");
+    if (user) {
+      status.appendChild(document.createTextNode("Logged in as "));
+      status.appendChild(document.createElement("b")).textContent = user;
+      status.appendChild(document.createTextNode(": your events go to Yespo as you click."));
+    } else {
+      status.innerHTML =
+        "You are not logged in, so your events <b>wait in the collector</b>: Yespo cannot " +
+        "use an event without a contact. <a href='account.html'>Log in</a> or check out, " +
+        "and they go to Yespo, in the order you clicked.";
+    }
+    var watch = document.createElement("p");
+    watch.innerHTML =
+      "Watch them arrive: every 10 s the collector's log says what it delivered; with " +
+      "the project's Yespo stand-in, open <code>/_standin/events</code> on it.";
+    note.appendChild(status);
+    note.appendChild(watch);
+  },
 };
-document.addEventListener("DOMContentLoaded", shop.badge);
+document.addEventListener("DOMContentLoaded", function () {
+  shop.badge();
+  shop.note();
+});
