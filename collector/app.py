@@ -30,6 +30,7 @@ from .sources.yespo_compat import YespoCompat
 from .spool import Spool, open_spool
 from .web.health import Health
 from .web.http import OWN, YESPO, ErrorForm, error_reply, method_not_allowed, not_found, refusing
+from .web.openapi import openapi
 from .web.static import Assets
 
 log = logging.getLogger("collector")
@@ -119,6 +120,11 @@ def create_app(settings: Settings, spool: Spool | None = None) -> Starlette:
         return delivery.state if delivery else "off (run 'collector forward')"
 
     health = Health(spool, metrics, delivery_state, flush_counters)
+    description = openapi(settings)
+    document = orjson.dumps(description)
+
+    async def openapi_json(request: Request) -> Response:
+        return Response(document, media_type="application/json")
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -172,6 +178,7 @@ def create_app(settings: Settings, spool: Spool | None = None) -> Starlette:
         Route("/healthz", health.healthz, methods=["GET"]),
         Route("/readyz", health.readyz, methods=["GET"]),
         Route("/metrics", health.metrics_endpoint, methods=["GET"]),
+        Route("/openapi.json", openapi_json, methods=["GET"]),
         Route(settings.web_path + ".js", assets.serve_script, methods=["GET"]),
         Route(settings.web_path, browser.preflight, methods=["OPTIONS"]),
     ]
@@ -198,4 +205,5 @@ def create_app(settings: Settings, spool: Spool | None = None) -> Starlette:
     app.state.metrics = metrics
     app.state.forwarder = delivery.forwarder if delivery else None
     app.state.browser = browser
+    app.state.openapi = description
     return app
