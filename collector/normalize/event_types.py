@@ -21,7 +21,7 @@ from typing import Any
 import orjson
 
 from ..errors import FieldError
-from . import orders
+from . import carts, orders
 from .contact import IDENTIFIER_PARAMS
 from .values import (
     MAX_ID,
@@ -366,7 +366,7 @@ HANDLERS: dict[str, tuple[FastHandler, Handler]] = {
     "pageViewed": (_fast_page_viewed, _page_viewed),
     "productViewed": (_fast_product_viewed, _product_viewed),
     "productCategoryViewed": (_fast_category_viewed, _category_viewed),
-    "cartUpdated": (orders.fast_cart_params, orders.cart_params),
+    "cartUpdated": (carts.fast_cart_params, carts.cart_params),
     **{name: _order_event(name) for name in orders.ORDER_EVENT_TYPES},
 }
 CUSTOM: tuple[FastHandler, Handler] = (_fast_custom, custom)
