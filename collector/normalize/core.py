@@ -114,6 +114,9 @@ class Normalized:
     event_type: str  # eventTypeKey (or "order" for kind "order")
     event_time: int | None  # the sender's timestamp as epoch milliseconds, if it gave one
     body: bytes  # orjson bytes of the Generate-event body (or of the Add-orders order object)
+    # An order's contact key ("contact:<keyValue>", as that contact's own events have): the
+    # spool hands the order out only after the contact's events accepted before it.
+    after: str | None = None
 
 
 _PROPERTIES = Paths("properties")
