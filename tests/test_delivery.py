@@ -18,7 +18,7 @@ import pytest
 from collector.delivery import Forwarder, service
 from collector.errors import SpoolError
 from collector.spool import Spool
-from standin import Faults, RejectIf, StandIn
+from standin import Faults, Recorded, RejectIf, StandIn
 
 from .conftest import YESPO_KEY, Running, delivering, make_settings, running
 
@@ -358,3 +358,40 @@ async def test_the_log_says_what_was_delivered_every_few_seconds(
 
 async def _true(value: bool) -> bool:
     return value
+
+
+def shopper_event(kind: str, props: dict[str, Any]) -> dict[str, Any]:
+    """An event of the customer of `order_event`'s order 1 (email c1@example.com)."""
+    return {"type": kind, "contact": {"email": "c1@example.com"}, "properties": props}
+
+
+def event_types(records: list[Recorded]) -> list[str]:
+    return [orjson.loads(r.raw)["eventTypeKey"] for r in records]
+
+
+@pytest.mark.parametrize("mode", ["event", "orders"])
+async def test_an_order_arrives_after_its_contacts_earlier_events_however_late_they_are(
+    tmp_path: Path, mode: str
+) -> None:
+    async with pipeline(tmp_path, yespo_orders_api=mode) as (c, standin):
+        # Yespo fails the page view's first attempt and asks for the next in 1 s; the cart
+        # waits behind it (one contact), and so must the order placed meanwhile.
+        standin.faults = Faults(status=503, times=1, retry_after=1)
+        cart = {"products": [{"productId": "mug", "quantity": 1, "price": 10}]}
+        viewed = {"location": "https://shop.example/mug"}
+        await send(c, [shopper_event("pageViewed", viewed), shopper_event("cartUpdated", cart)])
+
+        async def view_failed() -> bool:
+            return "503" in standin.stats()["requests"].get("/api/v1/event", {})
+
+        await eventually(view_failed)
+        await send(c, [complete_order("orderCreated", 1)])
+        if mode == "event":
+            arrived = await standin.wait_for_events(3)
+            assert event_types(arrived) == ["pageViewed", "cartUpdated", "orderCreated"]
+        else:  # the order goes to Add orders
+            [order] = await standin.wait_for_orders(1)
+            arrived = await standin.wait_for_events(2)
+            assert event_types(arrived) == ["pageViewed", "cartUpdated"]
+            assert order.at >= arrived[1].at  # the stand-in's clock, in ms
+        await eventually(lambda: _depth_is(c, 0))

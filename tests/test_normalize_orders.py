@@ -9,7 +9,14 @@ import orjson
 import pytest
 
 from collector.errors import FieldError
-from collector.normalize import Normalized, Rules, normalize_event, normalize_order
+from collector.normalize import (
+    Normalized,
+    Rules,
+    normalize_event,
+    normalize_order,
+    normalize_yespo_event,
+)
+from collector.normalize.routing import route
 
 RULES = Rules()
 KYIV = Rules(timezone=ZoneInfo("Europe/Kyiv"))
@@ -205,3 +212,51 @@ def test_invalid_order_is_reported_at_its_field(raw: object, field: str, word: s
 
 def test_order_total_within_a_cent_passes() -> None:
     assert sent_order(order(totalCost="999.99"))["totalCost"] == 999.99
+
+
+# --- an order waits for its contact's events ------------------------------------------------
+
+
+def normalized(result: Normalized | list[FieldError]) -> Normalized:
+    assert isinstance(result, Normalized), result
+    return result
+
+
+def test_an_order_waits_for_the_key_its_contacts_events_have_in_every_form() -> None:
+    page = {"location": "https://example.com/"}
+    viewed = {"type": "pageViewed", "contact": {"email": " John@Example.com"}, "properties": page}
+    view = normalized(normalize_event(viewed, RULES, new_id))
+    assert (view.key, view.after) == ("contact:john@example.com", None)  # only orders wait
+    props = {"externalOrderId": "100500", "totalCost": 1000, "status": "INITIALIZED"}
+    contact = {"email": "JOHN@example.com", "externalCustomerId": "12345"}
+    created = {
+        "type": "orderCreated",
+        "contact": contact,
+        "properties": {**props, "date": "2020-05-14"},
+    }
+    event = normalized(normalize_event(created, RULES, new_id))
+    params = [
+        {"name": "Email", "value": "John@Example.com"},
+        {"name": "date", "value": "2020-05-14"},
+    ]
+    params += [{"name": name, "value": value} for name, value in props.items()]
+    as_yespo = {"eventTypeKey": "orderCreated", "keyValue": "12345", "params": params}
+    yespo = normalized(normalize_yespo_event(as_yespo, RULES, new_id))
+    add_order = normalized(normalize_order(order(email="John@Example.com "), RULES, new_id))
+    [routed] = route(event, created, "orders", RULES)
+    got = [(o.kind, o.key, o.after) for o in (event, yespo, add_order, routed)]
+    assert got == [
+        ("event", "order:100500", view.key),
+        ("event", "order:100500", view.key),
+        ("order", "order:100500", view.key),
+        ("order", "order:100500", view.key),
+    ]
+
+
+def test_an_order_waits_for_its_contact_by_the_keyvalue_rule() -> None:
+    by_phone = normalized(
+        normalize_order(order(email=..., phone="+38 (050) 123-45-67"), RULES, new_id)
+    )
+    assert by_phone.after == "contact:380501234567"
+    customer_first = Rules(key_value_order=("externalCustomerId", "email"))
+    assert normalized(normalize_order(order(), customer_first, new_id)).after == "contact:12345"

@@ -468,3 +468,23 @@ async def test_a_batch_that_identifies_is_refused_whole_or_taken_whole(tmp_path:
         assert await spool(c).contact_of(f"visitor:{VISITOR}", 0) is None
         status, reply, _ = await send(c, [a, b])
         assert (status, reply["held"]) == (200, 2)
+
+
+async def test_a_visitors_order_naming_its_own_customer_waits_for_the_visitors_events(
+    web: Running,
+) -> None:
+    # The order names only its externalCustomerId; the visitor's events go by the email it
+    # identified as. Both orders must still wait for them: held and released together, or
+    # sent after the visitor is known.
+    props = {"externalOrderId": "o-1", "totalCost": 10, "status": "INITIALIZED",
+             "date": "2026-11-23T10:00:00"}  # fmt: skip
+    own = {"externalCustomerId": "k1"}
+    held_order = {"type": "orderCreated", "messageId": "o1", "contact": own, "properties": props}
+    later = {**held_order, "messageId": "o2", "properties": {**props, "externalOrderId": "o-2"}}
+    await send(web, [page("https://shop.example/cart", "m1"), held_order])
+    await send(web, [identify("a@example.com"), later])
+    records = {r.message_id: r for r in await spool(web).pending(10)}
+    assert records["m1"].key == "contact:a@example.com"
+    assert (records["o1"].key, records["o1"].after) == ("order:o-1", "contact:a@example.com")
+    assert (records["o2"].key, records["o2"].after) == ("order:o-2", "contact:a@example.com")
+    assert params(orjson.loads(records["o2"].body))["externalCustomerId"] == "k1"  # kept

@@ -14,6 +14,8 @@ Guarantees (the end-to-end tests in tests/test_delivery.py check each):
 * One key's entries (one order, one contact) reach Yespo in the order they were
   accepted, retries included: the spool hands out only a key's head, and the head stays
   leased until its outcome is written. A failing entry holds back only its own key.
+* An order reaches Yespo after its contact's events accepted before it: the spool hands
+  it out only once they have left the queue (acked or dead-lettered).
 """
 
 from __future__ import annotations

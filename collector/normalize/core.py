@@ -116,6 +116,9 @@ class Normalized:
     event_type: str  # eventTypeKey (or "order" for kind "order")
     event_time: int | None  # the sender's timestamp as epoch milliseconds, if it gave one
     body: bytes  # orjson bytes of the Generate-event body (or of the Add-orders order object)
+    # An order's contact key ("contact:<keyValue>", as that contact's own events have): the
+    # spool hands the order out only after the contact's events accepted before it.
+    after: str | None = None
 
 
 _PROPERTIES = Paths("properties")
@@ -228,9 +231,11 @@ def _body(
                 "bytes (20 KB) per event: send less",
             )
         ]
-    # An order event's params start with its externalOrderId.
-    key = f"order:{params[0][1]}" if is_order else f"contact:{ordering or kv}"
-    return Normalized(mid, client_id, "event", key, type_name, event_time, data)
+    contact_key = f"contact:{ordering or kv}"
+    if is_order:  # an order event's params start with its externalOrderId
+        key = f"order:{params[0][1]}"
+        return Normalized(mid, client_id, "event", key, type_name, event_time, data, contact_key)
+    return Normalized(mid, client_id, "event", contact_key, type_name, event_time, data)
 
 
 # --- the public entry points ---------------------------------------------------------------
@@ -530,6 +535,8 @@ def normalize_order(
             if not isinstance(key, str) or json_text(value) is None:
                 errors.append(FieldError(str(key), "cannot be written as JSON"))
         return errors or [FieldError("", "cannot be written as JSON")]
-    return Normalized(
-        new_id(), False, "order", f"order:{order['externalOrderId']}", "order", None, body
-    )
+    # The contact's key as its events have it: keyValue's rule over the order's contact.
+    kv = key_value({f: order.get(f) for f in ORDER_CONTACT_FIELDS}, rules.key_value_order)
+    key = f"order:{order['externalOrderId']}"
+    after = None if kv is None else f"contact:{kv}"
+    return Normalized(new_id(), False, "order", key, "order", None, body, after)

@@ -44,6 +44,7 @@ def route(event: Normalized, raw: object, mode: str, rules: Rules) -> list[Norma
     order = normalize_order(add_order_from_event(event.event_type, raw), rules, order_id)
     if not isinstance(order, Normalized):
         return [event]
-    # Deduplicated like the event it came from: a retried event repeats both entries.
-    order = dataclasses.replace(order, client_id=event.client_id)
+    # Deduplicated like the event it came from: a retried event repeats both entries. It
+    # waits for the same contact's events as the event does.
+    order = dataclasses.replace(order, client_id=event.client_id, after=event.after)
     return [order] if mode == "orders" else [event, order]

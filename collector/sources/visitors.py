@@ -15,6 +15,7 @@ being held cannot slip past the `identify` of another tab.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
 from collections.abc import Callable
@@ -138,6 +139,8 @@ class Visitors:
                         event["contact"] = contact
                     out = normalize_event(event, self.rules, self._new_id)
                     if isinstance(out, Normalized):
+                        if contact is not None:
+                            out = self._after_visitor(out, contact)
                         to_append.append(out)
                         accepted += 1
                         continue
@@ -222,6 +225,18 @@ class Visitors:
             return None
         return {k: v for k, v in given.items() if v is not None}
 
+    def _after_visitor(self, out: Normalized, contact: dict[str, Any]) -> Normalized:
+        """An order event of a known visitor waits for the visitor's earlier events, also
+        when it names a contact of its own (an order may name only its customer id, while
+        the visitor's events go by the contact it identified as)."""
+        if out.after is None:
+            return out
+        kv = key_value(normalize_contact(contact, []), self.rules.key_value_order)
+        if kv is None:  # remembered under other keyValue settings
+            return out
+        after = f"contact:{kv}"  # the key normalization gives the visitor's events
+        return out if after == out.after else dataclasses.replace(out, after=after)
+
     async def _check_room(self, batch: list[Any], key: str, contact: object) -> None:
         """SpoolFull, before anything of the request is stored, when what it may put in the
         queue would not fit (a refusal halfway would answer 503 for events already stored):
@@ -258,7 +273,7 @@ class Visitors:
                 event["contact"] = contact
             out = normalize_event(event, self.rules, self._new_id)
             if isinstance(out, Normalized):
-                entries.append(out)
+                entries.append(self._after_visitor(out, contact))
             else:
                 invalid += 1
                 log.warning(

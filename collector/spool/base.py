@@ -11,6 +11,10 @@ Guarantees every backend keeps (the contract suite in tests/spool/ checks them o
 * Entries come out of `lease` per ordering key in the order they were appended: a key's
   next entry is not handed out while an earlier one of the same key is leased, waiting
   for a retry, or pending. Other keys are not held back.
+* An entry with an `after` key (an order event: its contact's key) is not handed out
+  while an entry of that key appended before it is still waiting (pending, leased or
+  waiting for a retry): an order never overtakes its contact's earlier events. Entries
+  of that key appended after it, and every other key, are not held back.
 * An entry leaves the spool only through `ack` (Yespo has it) or `dead_letter` (given up,
   kept with its reason until an operator replays or purges it).
 * Anonymous visitors' events (`hold`) wait apart, per visitor, and are never leased. They
@@ -37,7 +41,9 @@ from typing import Protocol
 
 class EntryLike(Protocol):
     """What `append` and `hold` store: `collector.normalize.Normalized` has these
-    attributes (a held entry's `kind` is "held" and its `key` its visitor)."""
+    attributes (a held entry's `kind` is "held" and its `key` its visitor). `after` is
+    the ordering key whose earlier entries this one waits for, if any (held entries
+    ignore it: they are normalized again when released)."""
 
     @property
     def message_id(self) -> str: ...
@@ -53,6 +59,8 @@ class EntryLike(Protocol):
     def event_time(self) -> int | None: ...
     @property
     def body(self) -> bytes: ...
+    @property
+    def after(self) -> str | None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,6 +76,7 @@ class Record:
     event_time: int | None  # epoch ms, the sender's timestamp
     body: bytes
     attempts: int = 0
+    after: str | None = None  # the key whose earlier entries it waits for
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,8 +126,9 @@ class Queue(abc.ABC):
     ) -> list[Record]:
         """Hand out up to `limit` entries that may be sent now, oldest first.
 
-        Only the head of each key is eligible, and only when it is not leased and not
-        waiting for a retry. A lease expires after `lease_ms`; an expired lease makes the
+        Only the head of each key is eligible, and only when it is not leased, not
+        waiting for a retry, and no entry of its `after` key appended before it is still
+        waiting. A lease expires after `lease_ms`; an expired lease makes the
         entry eligible again (the sender of it crashed). With `kind`, only heads of that
         kind are handed out (orders, to fill a request to Add orders).
         """

@@ -74,7 +74,15 @@ class MemorySpool(LocalVisitorLocks, Spool):
     def _new_record(self, e: EntryLike, received_at: int) -> Record:
         self._seq += 1
         return Record(
-            self._seq, e.message_id, e.kind, e.key, e.event_type, received_at, e.event_time, e.body
+            self._seq,
+            e.message_id,
+            e.kind,
+            e.key,
+            e.event_type,
+            received_at,
+            e.event_time,
+            e.body,
+            after=e.after,
         )
 
     def _enqueue(self, rec: Record) -> None:
@@ -89,8 +97,17 @@ class MemorySpool(LocalVisitorLocks, Spool):
             row = self._rows[seqs[0]]
             if kind is not None and row.record.kind != kind:
                 continue
-            if row.lease_until <= now and row.not_before <= now:
-                heads.append(row)
+            if row.lease_until > now or row.not_before > now:
+                continue
+            after = row.record.after
+            # A key's seqs rise: its first one says whether one came before this entry.
+            if (
+                after is not None
+                and (before := self._by_key.get(after))
+                and before[0] < row.record.seq
+            ):
+                continue
+            heads.append(row)
         heads.sort(key=lambda r: r.record.seq)
         out = []
         for row in heads[:limit]:

@@ -10,7 +10,9 @@ from typing import Any
 import pytest
 from playwright.async_api import BrowserContext
 
-from .conftest import pipeline, settled, yespo_events
+from standin import Faults
+
+from .conftest import eventually, pipeline, posted_events, settled, yespo_events
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
@@ -153,3 +155,42 @@ async def test_the_demo_says_events_wait_and_logging_in_releases_them_before_che
         # Checkout knows who is logged in.
         await page.goto(demo + "checkout.html")
         assert await page.input_value("#email") == EMAIL
+
+
+async def test_an_order_placed_at_checkout_reaches_yespo_after_the_browsing_before_it(
+    tmp_path: Path, context: BrowserContext
+) -> None:
+    async with pipeline(tmp_path) as (c, standin, tap):
+        # A slow Yespo: the visitor's browsing, released at checkout, is still on its way
+        # when the order comes. One contact's events go one at a time; the order by its
+        # own key, so only the spool's order guarantee keeps it behind them.
+        standin.faults = Faults(delay_ms=100)
+        demo = c.url + "/demo/"
+        page = await context.new_page()
+        await page.goto(demo)
+        await page.click("#category-link")
+        await page.click("#product-mug-link")
+        await page.click("#add-to-cart")
+        await page.wait_for_selector("#cart-count:text('1')")
+        await page.click("#cart-link")
+        await page.click("#to-checkout")
+        await page.fill("#email", EMAIL)
+        await page.click("#place-order")
+        await page.wait_for_selector("#order-id:not(:empty)")
+
+        def sent() -> list[dict[str, Any]]:
+            """Each event the page sent, once (a page sends again what it may have lost)."""
+            first: dict[str, dict[str, Any]] = {}
+            for event in posted_events(tap.posts):
+                first.setdefault(event["messageId"], event)
+            return [e for e in first.values() if e["type"] != "identify"]
+
+        await eventually(lambda: any(e["type"] == "orderCreated" for e in sent()))
+        await settled(standin, len(sent()))
+        arrived = [kind for kind, _ in yespo_events(standin)]
+        events = sent()
+        ordered = events.index(next(e for e in events if e["type"] == "orderCreated"))
+        browsed = [e["type"] for e in events[:ordered]]  # all the page sent before the order
+        assert {"productViewed", "cartUpdated"} <= set(browsed)
+        assert arrived[: len(browsed)] == browsed, arrived
+        assert arrived[len(browsed)] == "orderCreated"

@@ -29,6 +29,7 @@ class Entry:
     event_type: str = "pageViewed"
     event_time: int | None = None
     body: bytes = b'{"eventTypeKey":"pageViewed"}'
+    after: str | None = None
 
 
 SpoolFactory = Callable[..., Spool]

@@ -228,3 +228,126 @@ async def test_reset_leases_frees_entries_a_dead_forwarder_held(spool: Spool) ->
     assert await spool.lease(10, 60_000, T0 + 1) == []
     assert await spool.reset_leases() == 2
     assert [r.message_id for r in await spool.lease(10, 60_000, T0 + 1)] == ["a1", "b1"]
+
+
+# An order event is keyed by its order and waits (`after`) for its contact's key.
+def order(mid: str, order_id: str = "1", contact: str = "A", kind: str = "event") -> Entry:
+    return Entry(mid, key=f"order:{order_id}", kind=kind, after=f"contact:{contact}")
+
+
+def contact(mid: str, who: str = "A") -> Entry:
+    return Entry(mid, key=f"contact:{who}")
+
+
+async def leased_ids(spool: Spool, now: int = T0, kind: str | None = None) -> list[str]:
+    return [r.message_id for r in await spool.lease(10, 30_000, now, kind)]
+
+
+async def test_order_waits_while_its_contacts_earlier_event_is_pending(spool: Spool) -> None:
+    await spool.append([contact("view"), order("created")], T0)
+    # Both are heads of their keys; the order still waits for the page view.
+    assert await leased_ids(spool) == ["view"]
+    assert await leased_ids(spool, kind="order") == []
+
+
+async def test_order_waits_while_its_contacts_earlier_event_is_leased(spool: Spool) -> None:
+    await spool.append([contact("view")], T0)
+    [view] = await spool.lease(10, 30_000, T0)
+    await spool.append([order("created")], T0)
+    assert await leased_ids(spool) == []
+    await spool.ack([view.seq])
+    assert await leased_ids(spool) == ["created"]
+
+
+async def test_order_waits_while_its_contacts_earlier_event_waits_for_a_retry(
+    spool: Spool,
+) -> None:
+    await spool.append([contact("view"), contact("cart"), order("created")], T0)
+    [view] = await spool.lease(10, 30_000, T0)
+    await spool.release([view.seq], not_before=T0 + 5000)
+    for _ in range(3):  # walked again and again while the retry is not due
+        assert await leased_ids(spool, T0 + 1000) == []
+    assert await leased_ids(spool, T0 + 5000) == ["view"]
+    [view] = await spool.pending(1)
+    await spool.ack([view.seq])
+    [cart] = await spool.lease(10, 30_000, T0 + 5000)
+    assert cart.message_id == "cart"
+    await spool.ack([cart.seq])
+    assert await leased_ids(spool, T0 + 5000) == ["created"]
+
+
+async def test_order_goes_once_its_contacts_earlier_events_are_acked_or_dead(
+    spool: Spool,
+) -> None:
+    await spool.append([contact("view"), contact("cart"), order("created")], T0)
+    [view] = await spool.lease(10, 30_000, T0)
+    await spool.ack([view.seq])
+    [cart] = await spool.lease(10, 30_000, T0)
+    await spool.dead_letter([cart.seq], "rejected", 400, "bad", T0)
+    assert await leased_ids(spool) == ["created"]
+
+
+async def test_contacts_later_events_do_not_hold_the_order_back(spool: Spool) -> None:
+    await spool.append([contact("view"), order("created"), contact("thanks")], T0)
+    [view] = await spool.lease(10, 30_000, T0)
+    assert view.message_id == "view"
+    await spool.ack([view.seq])
+    # "thanks" came after the order: both go now.
+    assert await leased_ids(spool) == ["created", "thanks"]
+
+
+async def test_order_of_add_orders_waits_for_its_contact_too(spool: Spool) -> None:
+    await spool.append([contact("view"), order("o1", kind="order")], T0)
+    assert await leased_ids(spool, kind="order") == []
+    [view] = await spool.lease(10, 30_000, T0)
+    await spool.ack([view.seq])
+    assert await leased_ids(spool, kind="order") == ["o1"]
+
+
+async def test_a_waiting_contact_holds_back_only_its_own_orders(spool: Spool) -> None:
+    await spool.append(
+        [
+            contact("a-view", "A"),
+            order("a-order", "1", "A"),
+            contact("b-view", "B"),
+            order("b-order", "2", "B"),
+            order("x-order", "3", "X"),  # a contact with no event waiting
+            contact("a-cart", "A"),
+        ],
+        T0,
+    )
+    first = {r.message_id: r for r in await spool.lease(10, 30_000, T0)}
+    # The order of a contact with nothing waiting goes at once.
+    assert list(first) == ["a-view", "b-view", "x-order"]
+    await spool.release([first["a-view"].seq], not_before=T0 + 10_000)  # A waits for a retry
+    await spool.ack([first["b-view"].seq])
+    # Contact B's order flows; contact A's waits, and nothing of A goes before the retry.
+    assert await leased_ids(spool, T0 + 1) == ["b-order"]
+    assert await leased_ids(spool, T0 + 2) == []
+    assert await leased_ids(spool, T0 + 10_000) == ["a-view"]
+
+
+async def test_status_steps_of_one_order_stay_in_order(spool: Spool) -> None:
+    await spool.append(
+        [contact("view"), order("created"), order("updated"), order("delivered")], T0
+    )
+    [view] = await spool.lease(10, 30_000, T0)  # the order's steps wait for its contact
+    assert view.message_id == "view"
+    await spool.ack([view.seq])
+    steps = []
+    for _ in range(3):
+        [step] = await spool.lease(10, 30_000, T0)  # one step of the order at a time
+        steps.append(step.message_id)
+        await spool.ack([step.seq])
+    assert steps == ["created", "updated", "delivered"]
+
+
+async def test_replayed_order_keeps_waiting_for_its_contact(spool: Spool) -> None:
+    await spool.append([order("created")], T0)
+    [created] = await spool.lease(10, 30_000, T0)
+    await spool.dead_letter([created.seq], "rejected", 400, "bad", T0)
+    await spool.append([contact("view")], T0)
+    assert await spool.replay() == 1  # to the end of the queue: after the page view now
+    assert await leased_ids(spool) == ["view"]
+    [replayed] = await spool.pending(10, after_seq=(await spool.pending(1))[0].seq)
+    assert replayed.after == "contact:A"

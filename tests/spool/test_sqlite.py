@@ -4,6 +4,8 @@ group commits."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import sqlite3
 from pathlib import Path
 
 import pytest
@@ -137,3 +139,55 @@ async def test_held_entries_and_visitors_survive_a_restart(tmp_path: Path) -> No
         assert await second.hold([held("a1")], T0 + 1, 10) == ([False], 0)
     finally:
         await second.close()
+
+
+# The two tables of a spool file as the collector wrote them before entries had `after`.
+OLD_TABLES = """
+CREATE TABLE events (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT, message_id TEXT NOT NULL, kind TEXT NOT NULL,
+    key TEXT NOT NULL, event_type TEXT NOT NULL, received_at INTEGER NOT NULL,
+    event_time INTEGER, body BLOB NOT NULL, attempts INTEGER NOT NULL DEFAULT 0,
+    not_before INTEGER NOT NULL DEFAULT 0
+);
+CREATE TABLE dead (
+    seq INTEGER PRIMARY KEY, message_id TEXT NOT NULL, kind TEXT NOT NULL, key TEXT NOT NULL,
+    event_type TEXT NOT NULL, received_at INTEGER NOT NULL, event_time INTEGER,
+    body BLOB NOT NULL, attempts INTEGER NOT NULL, reason TEXT NOT NULL, status INTEGER,
+    detail TEXT NOT NULL, dead_at INTEGER NOT NULL
+);
+INSERT INTO events (message_id, kind, key, event_type, received_at, body)
+    VALUES ('old-view', 'event', 'contact:A', 'pageViewed', 1, x'7b7d');
+INSERT INTO dead VALUES (7, 'old-dead', 'event', 'contact:B', 'pageViewed', 1, NULL, x'7b7d',
+    3, 'rejected', 400, 'bad', 2);
+"""
+
+
+async def test_a_spool_file_from_before_order_waits_opens_and_keeps_its_entries(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "spool.db"
+    with contextlib.closing(sqlite3.connect(path)) as conn:
+        conn.executescript(OLD_TABLES)
+    s = SqliteSpool(str(path), max_events=100, dedup_window_ms=WINDOW_MS)
+    await s.open()
+    try:
+        [dead] = await s.dead_letters(10)
+        assert (dead.record.message_id, dead.record.after, dead.reason) == (
+            "old-dead", None, "rejected",
+        )  # fmt: skip
+        await s.append([Entry("o1", key="order:1", kind="order", after="contact:A")], T0)
+        assert await s.replay() == 1
+        assert [(r.message_id, r.after) for r in await s.pending(10)] == [
+            ("old-view", None), ("o1", "contact:A"), ("old-dead", None),
+        ]  # fmt: skip
+        # The order waits for the page view the old collector accepted before it.
+        assert [r.message_id for r in await s.lease(10, 30_000, T0)] == ["old-view", "old-dead"]
+    finally:
+        await s.close()
+    # Opened again (now with the column), nothing changes.
+    s = SqliteSpool(str(path), max_events=100, dedup_window_ms=WINDOW_MS)
+    await s.open()
+    try:
+        assert len(await s.pending(10)) == 3
+    finally:
+        await s.close()

@@ -120,3 +120,26 @@ async def test_a_key_stuck_in_retries_with_a_long_queue_does_not_stop_the_others
         await spool.dead_letter([again.seq], "rejected", 400, "bad", T0 + 300_000)
         [following] = await spool.lease(10, 60_000, T0 + 300_000)
         assert (following.key, following.message_id) == ("contact:stuck", "a1")
+
+
+async def test_orders_behind_a_contact_stuck_in_retries_do_not_stop_the_others(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # As above, with the stuck contact's orders among its entries: each waits for the
+    # contact, so the walk must skip them as it skips the contact's own entries.
+    monkeypatch.setattr(sqlite_leases, "_LEASE_SCAN", 100)
+    async with opened(tmp_path / "spool.db") as spool:
+        stuck = [
+            Entry(f"o{i}", key=f"order:{i}", after="contact:stuck")
+            if i % 10 == 9
+            else Entry(f"a{i}", key="contact:stuck")
+            for i in range(250)
+        ]
+        await spool.append(stuck, T0)
+        await spool.append(entries("b", 1, key="contact:other"), T0)
+        [head] = await spool.lease(10, 60_000, T0)
+        await spool.release([head.seq], T0 + 300_000)
+        handed: list[str] = []
+        for _ in range(5):
+            handed += [r.key for r in await spool.lease(10, 60_000, T0 + 1000)]
+        assert handed == ["contact:other"]

@@ -28,8 +28,8 @@ class Leases:
     def __init__(self) -> None:
         self._until: dict[int, int] = {}  # seq -> lease expiry (epoch ms)
         # The blocked prefix: (last seq, keys, until): every waiting entry up to that seq
-        # is of one of these keys, whose first entries wait for a retry until `until` at
-        # least.
+        # is of one of these keys, whose first entries cannot go before `until` (each
+        # waits for a retry, or for an earlier entry of its `after` key that does).
         self._blocked: tuple[int, set[str], int] | None = None
 
     def take(
@@ -38,14 +38,19 @@ class Leases:
         """Lease up to `limit` key heads that may go now (of `kind`, if given), oldest first.
 
         Walks the waiting entries in append order and takes each key's first one if it
-        may go now. Without a (key, seq) index (it would halve ingest speed) the walk is
-        linear, but it stops once `limit` heads are found or _LEASE_SCAN rows are seen.
+        may go now: not leased, not waiting for a retry, and, when it has an `after` key,
+        no entry of that key was walked before it (the walk sees every waiting entry
+        before it; the blocked prefix's keys stand for the entries it skips). Without a
+        (key, seq) index (it would halve ingest speed) the walk is linear, but it stops
+        once `limit` heads are found or _LEASE_SCAN rows are seen.
 
         The walk starts after the blocked prefix: the entries at the front whose keys all
         wait for a retry. Without it, one key stuck in retries with _LEASE_SCAN entries
         behind its head would stop every other key for as long as its retries last. The
         prefix grows with each walk, and is forgotten when its first retry is due or an
-        entry in it is deleted or released (`changed`).
+        entry in it is deleted or released (`changed`). An entry held back by its `after`
+        key joins the prefix too when that key is in it (an order behind its contact's
+        retry): it cannot go before that key's entries do.
         """
         leases = self._until
         after, until = 0, _FOREVER
@@ -56,10 +61,11 @@ class Leases:
         growing = True  # every entry walked so far is of a blocked key
         chosen: list[int] = []
         cur = conn.execute(
-            "SELECT seq, key, not_before, kind FROM events WHERE seq > ? ORDER BY seq LIMIT ?",
+            "SELECT seq, key, not_before, kind, after_key FROM events"
+            " WHERE seq > ? ORDER BY seq LIMIT ?",
             (after, _LEASE_SCAN),
         )
-        for seq, key, not_before, row_kind in cur:
+        for seq, key, not_before, row_kind, after_key in cur:
             if key in seen_keys:
                 if growing:
                     if key in blocked_keys:
@@ -72,6 +78,15 @@ class Leases:
                 if growing and len(blocked_keys) < _BLOCKED_KEYS:
                     blocked_keys.add(key)
                     after, until = seq, min(until, not_before)
+                else:
+                    growing = False
+                continue
+            if after_key is not None and after_key in seen_keys:
+                # An earlier entry of its `after` key waits. While the prefix grows, every
+                # key seen is one of its keys, so this one cannot go before `until` either.
+                if growing and len(blocked_keys) < _BLOCKED_KEYS:
+                    blocked_keys.add(key)
+                    after = seq
                 else:
                     growing = False
                 continue

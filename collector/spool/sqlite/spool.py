@@ -133,6 +133,7 @@ class SqliteSpool(LocalVisitorLocks, Spool):
         # 6.7-6.9 µs of the writer's CPU per event against 7.4-8.2.
         conn.execute(f"PRAGMA mmap_size={_MMAP_BYTES}")
         conn.executescript(sql.SCHEMA)
+        sql.upgrade(conn)
         self._conn = conn
         self._recount()
 

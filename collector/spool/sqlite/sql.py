@@ -27,7 +27,8 @@ CREATE TABLE IF NOT EXISTS events (
     event_time INTEGER,
     body BLOB NOT NULL,
     attempts INTEGER NOT NULL DEFAULT 0,
-    not_before INTEGER NOT NULL DEFAULT 0  -- leases are kept in memory, see leases.py
+    not_before INTEGER NOT NULL DEFAULT 0,  -- leases are kept in memory, see leases.py
+    after_key TEXT  -- Record.after: waits for this key's earlier entries (see leases.py)
 );
 CREATE TABLE IF NOT EXISTS seen (
     message_id TEXT PRIMARY KEY,
@@ -47,7 +48,8 @@ CREATE TABLE IF NOT EXISTS dead (
     reason TEXT NOT NULL,
     status INTEGER,
     detail TEXT NOT NULL,
-    dead_at INTEGER NOT NULL
+    dead_at INTEGER NOT NULL,
+    after_key TEXT
 );
 -- Anonymous visitors' entries, keyed by visitor, until they identify (or expire).
 CREATE TABLE IF NOT EXISTS held (
@@ -69,7 +71,13 @@ CREATE TABLE IF NOT EXISTS visitors (
 CREATE INDEX IF NOT EXISTS visitors_by_time ON visitors (at);
 """
 
-RECORD_COLS = "seq, message_id, kind, key, event_type, received_at, event_time, body, attempts"
+# Columns added to a table since the first spool files were written: `upgrade` adds them
+# to an older file (as NULL: what its entries were).
+ADDED_COLUMNS = (("events", "after_key", "TEXT"), ("dead", "after_key", "TEXT"))
+
+RECORD_COLS = (
+    "seq, message_id, kind, key, event_type, received_at, event_time, body, attempts, after_key"
+)
 EVENT_COLS = "message_id, kind, key, event_type, received_at, event_time, body"
 # Statements over many seqs come in power-of-two sizes only, so few distinct statements
 # stay in the statement cache and n seqs take at most log2(n) statements.
@@ -89,7 +97,8 @@ def chunks(n: int) -> list[tuple[int, int]]:
 
 # A group commit's rows reach SQLite as three parameters whatever their number: ?1 a JSON
 # array with one array per row, [message_id, kind, key, event_type, received_at,
-# event_time, offset, length]; ?2 the rows' bodies end to end; ?3 the offset of the first
+# event_time, offset, length, after] (held rows have no `after`: they are normalized
+# again when released); ?2 the rows' bodies end to end; ?3 the offset of the first
 # of them. Offsets count the bodies of all appends so far (see `Rows`), so a row keeps its
 # offset from its append to its commit, whatever else shares the group (`substr` counts
 # bytes in a blob, from 1). One statement per table then writes them all while SQLite
@@ -100,11 +109,11 @@ def chunks(n: int) -> list[tuple[int, int]]:
 # `->>` parses what it is given: the rows are first MATERIALIZED as text, once each, which
 # takes 11% off the instructions of a group's writing (callgrind, groups of 3,000).
 INSERT_EVENTS_JSON, INSERT_HELD_JSON = (
-    f"INSERT INTO {table} ({EVENT_COLS})"
+    f"INSERT INTO {table} ({EVENT_COLS}{more_cols})"
     " WITH r(k, v) AS MATERIALIZED (SELECT key, value FROM json_each(?1))"
     " SELECT v->>0, v->>1, v->>2, v->>3, v->>4, v->>5, substr(?2, 1 + (v->>6) - ?3, v->>7)"
-    " FROM r ORDER BY k"
-    for table in ("events", "held")
+    f"{more_values} FROM r ORDER BY k"
+    for table, more_cols, more_values in (("events", ", after_key", ", v->>8"), ("held", "", ""))
 )
 # Claims the client's messageIds of ?1, a flat JSON array of them (json_each hands each
 # one over as it is, with nothing to render or parse: 19% fewer instructions per event
@@ -140,7 +149,7 @@ class Rows:
             length = len(e.body)
             self.offset = start + length
             row = (e.message_id, e.kind, e.key, e.event_type, received_at, e.event_time,
-                   start, length)  # fmt: skip
+                   start, length, e.after)  # fmt: skip
             if e.client_id:
                 return orjson.dumps((row,)), start, orjson.dumps((e.message_id,)), 1
             return orjson.dumps((row,)), start, b"[]", 0
@@ -150,7 +159,7 @@ class Rows:
         meta = orjson.dumps(
             [
                 (e.message_id, e.kind, e.key, e.event_type, received_at, e.event_time,
-                 offset, length)
+                 offset, length, e.after)
                 for e, offset, length in zip(entries, offsets, lengths, strict=False)
             ]
         )  # fmt: skip
@@ -160,6 +169,16 @@ class Rows:
 
 def record(row: Sequence[Any]) -> Record:
     return Record(*row)
+
+
+def upgrade(conn: sqlite3.Connection) -> None:
+    """Add `ADDED_COLUMNS` to a file an older collector made. In one write transaction:
+    two processes that open the same old file do not both add a column."""
+    conn.execute("BEGIN IMMEDIATE")
+    for table, column, decl in ADDED_COLUMNS:
+        if column not in {row[1] for row in conn.execute(f"PRAGMA table_info({table})")}:
+            conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} {decl}")
+    conn.execute("COMMIT")
 
 
 # -- reading and dead letters -------------------------------------------------------------
@@ -177,7 +196,7 @@ def dead_letters(conn: sqlite3.Connection, limit: int) -> list[DeadLetter]:
         f"SELECT {RECORD_COLS}, reason, status, detail, dead_at FROM dead ORDER BY seq LIMIT ?",
         (limit,),
     ).fetchall()
-    return [DeadLetter(record(r[:9]), r[9], r[10], r[11], r[12]) for r in rows]
+    return [DeadLetter(record(r[:10]), r[10], r[11], r[12], r[13]) for r in rows]
 
 
 def _dead_filter(seqs: Sequence[int] | None, reason: str | None) -> tuple[str, list[Any]]:
@@ -198,8 +217,8 @@ def replay(
     where, args = _dead_filter(seqs, reason)
     conn.execute("BEGIN IMMEDIATE")
     moved: int = conn.execute(
-        f"INSERT INTO events ({EVENT_COLS})"
-        " SELECT message_id, kind, key, event_type, ?, event_time, body"
+        f"INSERT INTO events ({EVENT_COLS}, after_key)"
+        " SELECT message_id, kind, key, event_type, ?, event_time, body, after_key"
         f" FROM dead WHERE {where} ORDER BY seq",
         [now, *args],
     ).rowcount
@@ -252,8 +271,13 @@ def identify(
             f"DELETE FROM held WHERE seq IN ({', '.join('?' * size)})",
             list(release[start : start + size]),
         ).rowcount
-    rows = [(e.message_id, e.kind, e.key, e.event_type, now, e.event_time, e.body) for e in entries]
-    conn.executemany(f"INSERT INTO events ({EVENT_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?)", rows)
+    rows = [
+        (e.message_id, e.kind, e.key, e.event_type, now, e.event_time, e.body, e.after)
+        for e in entries
+    ]
+    conn.executemany(
+        f"INSERT INTO events ({EVENT_COLS}, after_key) VALUES (?, ?, ?, ?, ?, ?, ?, ?)", rows
+    )
     return released
 
 
