@@ -16,7 +16,7 @@ import orjson
 
 from . import __version__
 from .config import Settings
-from .errors import ConfigError
+from .errors import CollectorError, ConfigError
 from .spool import Spool, SpoolStats
 
 T = TypeVar("T")
@@ -94,7 +94,10 @@ def serve(
 def forward(spool_url: str | None, log_level: str | None) -> None:
     """Only deliver: drain the spool into Yespo (beside a 'serve --no-forward')."""
     settings = load_settings(spool_url=spool_url, log_level=log_level)
-    run_loop(_forward(settings))
+    try:
+        run_loop(_forward(settings))
+    except CollectorError as exc:  # a spool that cannot open, or that another one delivers from
+        raise click.ClickException(str(exc)) from None
 
 
 def run_loop(main: Coroutine[Any, Any, T]) -> T:
@@ -118,7 +121,11 @@ async def _forward(settings: Settings) -> None:
     log = logging.getLogger("collector")
     log.info("collector %s forward: spool %s", __version__, settings.spool_url)
     delivery = Delivery(settings, spool, Metrics())
-    await delivery.start()
+    try:
+        await delivery.start()
+    except BaseException:
+        await spool.close()
+        raise
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

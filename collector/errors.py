@@ -7,7 +7,8 @@
     │   ├── PayloadTooLarge     body or batch over its limit (-> 413)
     │   └── BadRequest          body is not JSON, or not of the endpoint's shape (-> 400)
     └── SpoolError              the spool cannot take the events (-> 503 + Retry-After)
-        └── SpoolFull           the configured bound is reached
+        ├── SpoolFull           the configured bound is reached
+        └── DeliveryClaimed     another process delivers from this spool (start-up only)
 
 Two kinds of failure are values, not exceptions: a single bad event inside a batch
 (normalization returns a list of `FieldError`s for it, and the good events beside it go
@@ -74,6 +75,18 @@ class SpoolError(CollectorError):
 
 class SpoolFull(SpoolError):
     """The spool holds as many events as it is allowed to."""
+
+
+class DeliveryClaimed(SpoolError):
+    """Another process already delivers from this spool, and the backend cannot let two
+    share it. Raised when delivery starts; `holder` names the other process as it wrote
+    itself down ("pid 1234", "pid 1234 on host web-2"), `hint` says what to do."""
+
+    def __init__(self, spool: str, holder: str, hint: str = "stop it first") -> None:
+        super().__init__(f"another collector ({holder}) is already delivering from {spool}; {hint}")
+        self.spool = spool
+        self.holder = holder
+        self.hint = hint
 
 
 class ConfigError(ValueError):

@@ -122,14 +122,15 @@ async def collector(tmp_path: Path) -> AsyncIterator[Running]:
 
 
 class Process:
-    """`python -m collector serve` as a child process, the way a user starts it."""
+    """`python -m collector serve` as a child process, the way a user starts it (`args`:
+    more of its options)."""
 
-    def __init__(self, port: int, env: dict[str, str], log: Path) -> None:
+    def __init__(self, port: int, env: dict[str, str], log: Path, *args: str) -> None:
         self.port = port
         self.url = f"http://127.0.0.1:{port}"
         self._log = log.open("ab")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "collector", "serve", "--port", str(port)],
+            [sys.executable, "-m", "collector", "serve", "--port", str(port), *args],
             env={**os.environ, **env},
             stdout=self._log,
             stderr=subprocess.STDOUT,

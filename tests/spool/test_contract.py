@@ -4,10 +4,11 @@ dead letters."""
 from __future__ import annotations
 
 import asyncio
+import os
 
 import pytest
 
-from collector.errors import SpoolFull
+from collector.errors import DeliveryClaimed, SpoolFull
 from collector.spool import Spool
 
 from .conftest import T0, WINDOW_MS, Entry, SpoolFactory
@@ -228,3 +229,15 @@ async def test_reset_leases_frees_entries_a_dead_forwarder_held(spool: Spool) ->
     assert await spool.lease(10, 60_000, T0 + 1) == []
     assert await spool.reset_leases() == 2
     assert [r.message_id for r in await spool.lease(10, 60_000, T0 + 1)] == ["a1", "b1"]
+
+
+async def test_one_forwarder_claims_delivery_at_a_time(spool: Spool) -> None:
+    # `reset_leases` at a forwarder's start clears every lease: a second forwarder would
+    # hand out again what the first has in flight.
+    await spool.claim_delivery()
+    with pytest.raises(DeliveryClaimed, match=rf"\(.*pid {os.getpid()}\) is already delivering"):
+        await spool.claim_delivery()
+    await spool.release_delivery()
+    await spool.claim_delivery()
+    await spool.release_delivery()
+    await spool.release_delivery()  # releasing what is not claimed does nothing
