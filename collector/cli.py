@@ -166,7 +166,7 @@ def _with_spool(spool_url: str | None, work: Callable[[Spool], Awaitable[T]]) ->
 @spool.command()
 @spool_url_option
 def status(spool_url: str | None) -> None:
-    """Waiting events, oldest event age, dead letters by reason.
+    """Waiting events, oldest event age, held events, dead letters by reason.
 
     (What is in flight lives in the forwarder's memory, not in the file.)"""
 
@@ -179,6 +179,7 @@ def status(spool_url: str | None) -> None:
         age = f"{max(0.0, time.time() - stats.oldest_received_at / 1000):.1f}s"
     click.echo(f"waiting:      {stats.depth}")
     click.echo(f"oldest age:   {age}")
+    click.echo(f"held (anonymous, waiting for identify): {stats.held}")
     click.echo(f"dead letters: {stats.dead}")
     for reason, count in sorted(dead.items()):
         click.echo(f"  {reason}: {count}")
@@ -193,7 +194,9 @@ def status(spool_url: str | None) -> None:
 def dead(
     spool_url: str | None, reason: str | None, event_type: str | None, limit: int, as_json: bool
 ) -> None:
-    """List dead letters, oldest first, with Yespo's answer."""
+    """List dead letters, oldest first, with Yespo's answer.
+
+    With none to list, says so, except with --json (which then prints nothing)."""
     letters = _with_spool(spool_url, lambda s: s.dead_letters(10**9))
     shown = 0
     for d in letters:
@@ -219,6 +222,10 @@ def dead(
                 f"{d.record.seq}\t{d.reason}\t{d.status}\t{d.record.event_type}"
                 f"\t{d.record.message_id}\t{d.detail[:120]}"
             )
+    if not shown and not as_json:
+        click.echo(
+            "no dead letters" if not letters else f"none of the {len(letters)} dead letters match"
+        )
 
 
 def _selection(seqs: tuple[int, ...], reason: str | None, everything: bool) -> list[int] | None:
