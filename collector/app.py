@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import functools
 import logging
+import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -16,12 +17,12 @@ from starlette.applications import Starlette
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from . import __version__
 from .config import Settings
 from .delivery import Delivery
-from .errors import Overloaded
+from .errors import CollectorError, DeliveryClaimed, Overloaded
 from .metrics import Metrics
 from .sources.browser import Browser
 from .sources.events_api import EventsApi
@@ -60,6 +61,9 @@ class CollectorApp(Starlette):
         self.in_flight = 0
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            await super().__call__(scope, receive, plain_start_failures(send))
+            return
         if scope["type"] != "http" or scope["method"] != "POST":
             await super().__call__(scope, receive, send)
             return
@@ -91,6 +95,23 @@ class CollectorApp(Starlette):
         ]
         await send({"type": "http.response.start", "status": status, "headers": raw})
         await send({"type": "http.response.body", "body": data})
+
+
+def plain_start_failures(send: Send) -> Send:
+    """The lifespan's `send`, with our own start-up errors told by their message alone.
+
+    uvicorn logs the message of a failed start-up, which starlette fills with the
+    traceback. For a `CollectorError` (a spool that cannot open, or that another process
+    delivers from) the message says all there is to say, and a traceback would bury it."""
+
+    async def send_plain(message: Message) -> None:
+        # starlette sends the failure from inside its `except`: the error is being handled.
+        error = sys.exception()
+        if message["type"] == "lifespan.startup.failed" and isinstance(error, CollectorError):
+            message = {**message, "message": str(error)}
+        await send(message)
+
+    return send_plain
 
 
 async def client_gone(request: Request, exc: Exception) -> Response:
@@ -126,23 +147,35 @@ def create_app(settings: Settings, spool: Spool | None = None) -> Starlette:
     async def openapi_json(request: Request) -> Response:
         return Response(document, media_type="application/json")
 
+    async def start_delivery() -> None:
+        if delivery is None:
+            log.info("delivery is off here (--no-forward): run 'collector forward' beside it")
+            return
+        try:
+            await delivery.start()
+        except DeliveryClaimed as exc:
+            # This process can still take events in beside the one that delivers.
+            hint = "stop it first, or start this one with --no-forward to only take events in"
+            raise DeliveryClaimed(exc.spool, exc.holder, hint) from None
+
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         await spool.open()
-        stats = await spool.stats()
-        log.info(
-            "collector %s: spool %s (%d waiting, %d dead letters), %d API key(s)",
-            __version__, settings.spool_url, stats.depth, stats.dead, len(settings.api_keys),
-        )  # fmt: skip
-        if settings.generated_key:
-            log.warning(
-                "no COLLECTOR_API_KEYS configured: this run accepts the key %s",
-                settings.api_keys[0],
-            )
-        if delivery is not None:
-            await delivery.start()
-        else:
-            log.info("delivery is off here (--no-forward): run 'collector forward' beside it")
+        try:
+            stats = await spool.stats()
+            log.info(
+                "collector %s: spool %s (%d waiting, %d dead letters), %d API key(s)",
+                __version__, settings.spool_url, stats.depth, stats.dead, len(settings.api_keys),
+            )  # fmt: skip
+            if settings.generated_key:
+                log.warning(
+                    "no COLLECTOR_API_KEYS configured: this run accepts the key %s",
+                    settings.api_keys[0],
+                )
+            await start_delivery()
+        except BaseException:
+            await spool.close()
+            raise
         if browser.sites:
             log.info(
                 "browsers: %sevents at %s, %d site key(s)%s",

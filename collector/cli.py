@@ -16,7 +16,7 @@ import orjson
 
 from . import __version__
 from .config import ENV, LOG_LEVELS, Settings
-from .errors import ConfigError
+from .errors import CollectorError, ConfigError
 from .spool import Spool, SpoolStats
 
 T = TypeVar("T")
@@ -152,7 +152,10 @@ def forward(spool_url: str | None, log_level: str | None) -> None:
     Run it beside a collector that takes the events without delivering them:
       collector serve --no-forward"""
     settings = load_settings(spool_url=spool_url, log_level=log_level)
-    run_loop(_forward(settings))
+    try:
+        run_loop(_forward(settings))
+    except CollectorError as exc:  # a spool that cannot open, or that another one delivers from
+        raise click.ClickException(str(exc)) from None
 
 
 def run_loop(main: Coroutine[Any, Any, T]) -> T:
@@ -176,7 +179,11 @@ async def _forward(settings: Settings) -> None:
     log = logging.getLogger("collector")
     log.info("collector %s forward: spool %s", __version__, settings.spool_url)
     delivery = Delivery(settings, spool, Metrics())
-    await delivery.start()
+    try:
+        await delivery.start()
+    except BaseException:
+        await spool.close()
+        raise
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -214,7 +221,7 @@ def _with_spool(spool_url: str | None, work: Callable[[Spool], Awaitable[T]]) ->
 @spool.command(short_help="Waiting events, oldest age, dead letters by reason.")
 @spool_url_option
 def status(spool_url: str | None) -> None:
-    """Waiting events, oldest event age, dead letters by reason.
+    """Waiting events, oldest event age, held events, dead letters by reason.
 
     (What is in flight lives in the forwarder's memory, not in the file.)"""
 
@@ -227,6 +234,7 @@ def status(spool_url: str | None) -> None:
         age = f"{max(0.0, time.time() - stats.oldest_received_at / 1000):.1f}s"
     click.echo(f"waiting:      {stats.depth}")
     click.echo(f"oldest age:   {age}")
+    click.echo(f"held (anonymous, waiting for identify): {stats.held}")
     click.echo(f"dead letters: {stats.dead}")
     for reason, count in sorted(dead.items()):
         click.echo(f"  {reason}: {count}")
@@ -241,7 +249,9 @@ def status(spool_url: str | None) -> None:
 def dead(
     spool_url: str | None, reason: str | None, event_type: str | None, limit: int, as_json: bool
 ) -> None:
-    """List dead letters, oldest first, with Yespo's answer."""
+    """List dead letters, oldest first, with Yespo's answer.
+
+    With none to list, says so, except with --json (which then prints nothing)."""
     letters = _with_spool(spool_url, lambda s: s.dead_letters(10**9))
     shown = 0
     for d in letters:
@@ -267,6 +277,10 @@ def dead(
                 f"{d.record.seq}\t{d.reason}\t{d.status}\t{d.record.event_type}"
                 f"\t{d.record.message_id}\t{d.detail[:120]}"
             )
+    if not shown and not as_json:
+        click.echo(
+            "no dead letters" if not letters else f"none of the {len(letters)} dead letters match"
+        )
 
 
 def _selection(seqs: tuple[int, ...], reason: str | None, everything: bool) -> list[int] | None:

@@ -8,7 +8,8 @@
     │   └── BadRequest          body is not JSON, or not of the endpoint's shape (-> 400)
     └── Unavailable             nothing of the request was taken: later (-> 503 + Retry-After)
         ├── SpoolError          the spool cannot take the events
-        │   └── SpoolFull       the configured bound is reached
+        │   ├── SpoolFull       the configured bound is reached
+        │   └── DeliveryClaimed another process delivers from this spool (start-up only)
         └── Overloaded          as many requests in hand as the collector takes at once
 
 Two kinds of failure are values, not exceptions: a single bad event inside a batch
@@ -86,6 +87,18 @@ class Overloaded(Unavailable):
 
 class SpoolFull(SpoolError):
     """The spool holds as many events as it is allowed to."""
+
+
+class DeliveryClaimed(SpoolError):
+    """Another process already delivers from this spool, and the backend cannot let two
+    share it. Raised when delivery starts; `holder` names the other process as it wrote
+    itself down ("pid 1234", "pid 1234 on host web-2"), `hint` says what to do."""
+
+    def __init__(self, spool: str, holder: str, hint: str = "stop it first") -> None:
+        super().__init__(f"another collector ({holder}) is already delivering from {spool}; {hint}")
+        self.spool = spool
+        self.holder = holder
+        self.hint = hint
 
 
 class ConfigError(ValueError):

@@ -123,13 +123,14 @@ async def collector(tmp_path: Path) -> AsyncIterator[Running]:
 
 class Process:
     """`python -m collector serve` as a child process, the way a user starts it (or
-    `command serve`, from `cwd`)."""
+    `command serve`, from `cwd`; `args`: more of its options)."""
 
     def __init__(
         self,
         port: int,
         env: dict[str, str],
         log: Path,
+        *args: str,
         command: tuple[str, ...] = (sys.executable, "-m", "collector"),
         cwd: Path = ROOT,
     ) -> None:
@@ -137,7 +138,7 @@ class Process:
         self.url = f"http://127.0.0.1:{port}"
         self._log = log.open("ab")
         self.proc = subprocess.Popen(
-            [*command, "serve", "--port", str(port)],
+            [*command, "serve", "--port", str(port), *args],
             env={**os.environ, **env},
             stdout=self._log,
             stderr=subprocess.STDOUT,

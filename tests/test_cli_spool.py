@@ -12,6 +12,7 @@ from collector.cli import main
 from collector.spool.sqlite import SqliteSpool
 
 from .spool.conftest import T0, Entry
+from .spool.test_visitors import V1, V2, held
 
 
 def make_spool(path: Path) -> str:
@@ -78,3 +79,29 @@ def test_replay_and_purge_refuse_to_guess_what_to_act_on(tmp_path: Path) -> None
     result = CliRunner().invoke(main, ["spool", "purge", "--spool-url", url, "--all"], input="n\n")
     assert result.exit_code == 1
     assert "dead letters: 2" in run("spool", "status", "--spool-url", url)
+
+
+def test_status_shows_events_held_for_anonymous_visitors(tmp_path: Path) -> None:
+    async def fill() -> None:
+        s = SqliteSpool(str(tmp_path / "s.db"), max_events=100, dedup_window_ms=60_000)
+        await s.open()
+        await s.hold([held("a1"), held("a2"), held("b1", V2)], T0, 10)
+        await s.append([Entry("c1")], T0)
+        await s.close()
+
+    asyncio.run(fill())
+    out = run("spool", "status", "--spool-url", f"sqlite:///{tmp_path / 's.db'}")
+    assert "waiting:      1" in out
+    assert "held (anonymous, waiting for identify): 3" in out
+    assert V1 not in out  # counts, not visitors
+
+
+def test_dead_says_there_are_none_and_json_prints_nothing(tmp_path: Path) -> None:
+    url = make_spool(tmp_path / "s.db")
+    assert run("spool", "dead", "--spool-url", url, "--type", "cartUpdated") == (
+        "none of the 2 dead letters match\n"
+    )
+    assert run("spool", "dead", "--spool-url", url, "--type", "cartUpdated", "--json") == ""
+    run("spool", "purge", "--spool-url", url, "--all", "--yes")
+    assert run("spool", "dead", "--spool-url", url) == "no dead letters\n"
+    assert run("spool", "dead", "--spool-url", url, "--json") == ""  # scripts read no line

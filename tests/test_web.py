@@ -186,6 +186,18 @@ async def test_anonymous_events_keep_no_context_and_claim_only_the_pages_ids(
     assert all("context" not in body for body in bodies)
 
 
+async def test_readyz_reports_held_anonymous_events(web: Running) -> None:
+    # Operators saw "depth": 0 while events waited for their visitor to identify.
+    await send(web, [page("https://shop.example/", "m1"), page("https://shop.example/b", "m2")])
+    async with web.http.get(web.url + "/readyz") as resp:
+        body = await resp.json()
+    assert (resp.status, body["depth"], body["held"]) == (200, 0, 2)
+    await send(web, [identify("jane@example.com")])
+    async with web.http.get(web.url + "/readyz") as resp:
+        body = await resp.json()
+    assert (body["depth"], body["held"]) == (2, 0)  # released into the queue
+
+
 async def test_an_orders_later_event_waits_behind_its_held_creation(web: Running) -> None:
     # orderUpdated names only externalCustomerId: valid for an order event, but not a
     # contact the visitor can be identified by. The visitor's orderCreated is held, so

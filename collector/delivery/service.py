@@ -88,11 +88,20 @@ class Delivery:
         return "dry-run" if self.settings.dry_run and not forwarder.paused else forwarder.state
 
     async def start(self) -> None:
-        log.log(
-            logging.WARNING if self.settings.dry_run else logging.INFO,
-            delivery_banner(self.settings),
-        )
-        await self.forwarder.sink.start()
+        """Claim the spool for this forwarder and start it. `DeliveryClaimed` (nothing
+        started) when another forwarder has it: two would send each other's leased
+        entries, and a dry run would delete a real one's events."""
+        spool = self.forwarder.spool
+        await spool.claim_delivery()
+        try:
+            log.log(
+                logging.WARNING if self.settings.dry_run else logging.INFO,
+                delivery_banner(self.settings),
+            )
+            await self.forwarder.sink.start()
+        except BaseException:
+            await spool.release_delivery()
+            raise
         self._task = asyncio.create_task(self.forwarder.run(), name="forwarder")
         self._reporter = asyncio.create_task(self._report_forever(), name="delivery report")
 
@@ -146,4 +155,5 @@ class Delivery:
             left = (await forwarder.spool.stats()).depth
         except SpoolError:
             left = -1
+        await forwarder.spool.release_delivery()
         log.info("forwarder stopped: %d events left in the spool, sent after the next start", left)

@@ -134,6 +134,20 @@ class Queue(abc.ABC):
         """
 
     @abc.abstractmethod
+    async def claim_delivery(self) -> None:
+        """Make the caller the one forwarder of the queue, until `release_delivery`,
+        `close` or the end of the process; called before the forwarder starts.
+
+        A backend whose leases belong to one forwarder (`reset_leases` clears them all:
+        memory, SQLite) lets one forwarder at a time deliver, in every process that
+        shares the storage: to another it raises `DeliveryClaimed`, naming the holder. A
+        backend whose leases all forwarders share could let several deliver."""
+
+    @abc.abstractmethod
+    async def release_delivery(self) -> None:
+        """Undo `claim_delivery` (nothing if not claimed); called after the forwarder stopped."""
+
+    @abc.abstractmethod
     async def reset_leases(self) -> int:
         """Make every leased entry eligible again; return how many were leased.
 

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import os
 import time
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
-from ..errors import SpoolFull
+from ..errors import DeliveryClaimed, SpoolFull
 from .base import DeadLetter, EntryLike, LocalVisitorLocks, Record, Spool, SpoolStats
 
 
@@ -31,12 +32,22 @@ class MemorySpool(LocalVisitorLocks, Spool):
         self._held: dict[str, dict[int, Record]] = {}  # visitor -> seq -> entry, oldest first
         self._held_count = 0
         self._visitors: dict[str, tuple[bytes, int]] = {}  # visitor -> (contact, identified at)
+        self._delivering = False
 
     async def open(self) -> None:
         return None
 
     async def close(self) -> None:
-        return None
+        self._delivering = False
+
+    async def claim_delivery(self) -> None:
+        # A second forwarder's `reset_leases` would hand out what the first has in flight.
+        if self._delivering:
+            raise DeliveryClaimed("memory://", f"a forwarder of this process, pid {os.getpid()}")
+        self._delivering = True
+
+    async def release_delivery(self) -> None:
+        self._delivering = False
 
     async def append(
         self, entries: Sequence[EntryLike], received_at: int, bound: int | None = None

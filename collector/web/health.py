@@ -51,6 +51,7 @@ class Health:
             "ready": not problems,
             "spool": problems[0] if problems else "writable",
             "depth": stats.depth,
+            "held": stats.held,
             "dead_letters": stats.dead,
             "forwarder": self.delivery_state(),
         }

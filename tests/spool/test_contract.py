@@ -4,10 +4,11 @@ dead letters."""
 from __future__ import annotations
 
 import asyncio
+import os
 
 import pytest
 
-from collector.errors import SpoolFull
+from collector.errors import DeliveryClaimed, SpoolFull
 from collector.spool import Spool
 
 from .conftest import T0, WINDOW_MS, Entry, SpoolFactory
@@ -351,3 +352,15 @@ async def test_replayed_order_keeps_waiting_for_its_contact(spool: Spool) -> Non
     assert await leased_ids(spool) == ["view"]
     [replayed] = await spool.pending(10, after_seq=(await spool.pending(1))[0].seq)
     assert replayed.after == "contact:A"
+
+
+async def test_one_forwarder_claims_delivery_at_a_time(spool: Spool) -> None:
+    # `reset_leases` at a forwarder's start clears every lease: a second forwarder would
+    # hand out again what the first has in flight.
+    await spool.claim_delivery()
+    with pytest.raises(DeliveryClaimed, match=rf"\(.*pid {os.getpid()}\) is already delivering"):
+        await spool.claim_delivery()
+    await spool.release_delivery()
+    await spool.claim_delivery()
+    await spool.release_delivery()
+    await spool.release_delivery()  # releasing what is not claimed does nothing

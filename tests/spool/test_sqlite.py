@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import sqlite3
 from pathlib import Path
 
 import pytest
 
-from collector.errors import SpoolError, SpoolFull
+from collector.errors import DeliveryClaimed, SpoolError, SpoolFull
 from collector.spool.sqlite import SqliteSpool
 from collector.spool.sqlite import spool as sqlite_module
 from collector.spool.sqlite.jobs import STOP as _STOP
@@ -191,3 +192,28 @@ async def test_a_spool_file_from_before_order_waits_opens_and_keeps_its_entries(
         assert len(await s.pending(10)) == 3
     finally:
         await s.close()
+
+
+async def test_delivery_claim_reaches_every_spool_object_of_the_file_until_close(
+    tmp_path: Path,
+) -> None:
+    # The lock is on the file (flock), not on the object: a second process, or a second
+    # spool object of this one, cannot deliver from it; one that only appends can.
+    path = str(tmp_path / "spool.db")
+    first = SqliteSpool(path, max_events=100, dedup_window_ms=WINDOW_MS)
+    second = SqliteSpool(path, max_events=100, dedup_window_ms=WINDOW_MS)
+    await first.open()
+    await second.open()
+    try:
+        await first.claim_delivery()
+        with pytest.raises(DeliveryClaimed) as refused:
+            await second.claim_delivery()
+        assert refused.value.holder == f"pid {os.getpid()}"
+        assert refused.value.spool == path
+        assert await second.append([Entry("m1")], T0) == [True]
+        await first.close()  # closing ends the claim
+        await second.claim_delivery()
+    finally:
+        await first.close()
+        await second.close()
+    assert (tmp_path / "spool.db.lock").read_bytes() == b""  # no name left that holds nothing

@@ -29,6 +29,7 @@ import orjson
 from ...errors import SpoolError, SpoolFull
 from ..base import DeadLetter, EntryLike, LocalVisitorLocks, Record, Spool, SpoolStats
 from . import sql
+from .claim import DeliveryLock
 from .jobs import STOP, Append, Call, join_rows, resolve
 from .leases import Leases
 
@@ -87,6 +88,7 @@ class SqliteSpool(LocalVisitorLocks, Spool):
         self._queued = 0
         self._recounted = 0.0  # time.monotonic() of the last recount asked by an append
         self._leases = Leases()
+        self._delivery = DeliveryLock(path)
         self._queue_rows = sql.Rows()
         self._held_rows = sql.Rows()
         self._closed = False
@@ -142,6 +144,7 @@ class SqliteSpool(LocalVisitorLocks, Spool):
         if self._closed:
             return
         self._closed = True
+        self._delivery.release()
         if self._writer is None or self._stopped is None:
             if self._conn is not None:
                 self._conn.close()
@@ -450,6 +453,14 @@ class SqliteSpool(LocalVisitorLocks, Spool):
         self, limit: int, lease_ms: int, now: int, kind: str | None = None
     ) -> list[Record]:
         return await self._sql(self._leases.take, limit, lease_ms, now, kind)
+
+    async def claim_delivery(self) -> None:
+        # Leases live in this object (see leases.py): one forwarder per file, in every
+        # process, held by an OS lock that dies with its process (see claim.py).
+        self._delivery.acquire()
+
+    async def release_delivery(self) -> None:
+        self._delivery.release()
 
     async def reset_leases(self) -> int:
         # Leases are this process's own (see leases.py): what a dead forwarder held
