@@ -1,5 +1,6 @@
 # The collector on its embedded SQLite spool. The spool lives on the /data volume so it
-# outlives the container: accepted events survive a restart or an upgrade.
+# outlives the container: accepted events survive a restart or an upgrade. The redis extra
+# is installed too, for several collectors on one Redis (compose.yaml, docs/redis.md).
 FROM python:3.11-slim
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
@@ -10,7 +11,7 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 WORKDIR /app
 COPY pyproject.toml README.md ./
 COPY collector ./collector
-RUN pip install . \
+RUN pip install ".[redis]" \
     && useradd --system --uid 10001 --no-create-home --home-dir /app collector \
     && mkdir -p /data \
     && chown collector /data

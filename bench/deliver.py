@@ -52,6 +52,7 @@ import re
 import resource
 import secrets
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -138,13 +139,53 @@ def make_entries(n: int, run: str) -> list[Entry]:
     return out
 
 
+def spool_url(spool: Path) -> str:
+    """The spool's URL: the SQLite file, or with --spool redis the run's redis-server."""
+    return REDIS_URL[0] if REDIS_URL else f"sqlite:///{spool}"  # 4 slashes: absolute
+
+
+# --spool redis: the URL of the redis-server this run started (emptied before each drain)
+REDIS_URL: list[str] = []
+
+
+@contextlib.contextmanager
+def redis_server(workdir: Path) -> Iterator[str]:
+    """A redis-server of the run's own, appendonly yes + appendfsync always."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    proc = subprocess.Popen(
+        ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--dir", str(workdir),
+         "--appendonly", "yes", "--appendfsync", "always", "--save", "", "--loglevel", "warning"],
+        stdout=subprocess.DEVNULL, preexec_fn=_die_with_parent,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 10
+        while subprocess.run(["redis-cli", "-p", str(port), "ping"], capture_output=True,
+                             check=False).stdout.strip() != b"PONG":  # fmt: skip
+            if time.monotonic() > deadline:
+                raise RuntimeError("redis-server did not start")
+            time.sleep(0.05)
+        yield f"redis://127.0.0.1:{port}/0"
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
 def prefill(path: Path, entries: list[Entry]) -> float:
-    """Append `entries` to a fresh SQLite spool in batches of 1,000; return seconds taken."""
+    """Append `entries` to a fresh spool in batches of 1,000; return seconds taken."""
+    from collector.spool import Spool
     from collector.spool.sqlite import SqliteSpool
 
     async def fill() -> None:
-        spool = SqliteSpool(str(path), max_events=10**9, dedup_window_ms=24 * 3600 * 1000,
-                            synchronous="normal")  # fmt: skip
+        spool: Spool
+        if REDIS_URL:
+            from collector.spool.redis import RedisSpool
+
+            spool = RedisSpool(REDIS_URL[0], max_events=10**9, dedup_window_ms=24 * 3600 * 1000)
+        else:
+            spool = SqliteSpool(str(path), max_events=10**9, dedup_window_ms=24 * 3600 * 1000,
+                                synchronous="normal")  # fmt: skip
         await spool.open()
         try:
             now = int(time.time() * 1000)
@@ -155,6 +196,9 @@ def prefill(path: Path, entries: list[Entry]) -> float:
         finally:
             await spool.close()
 
+    if REDIS_URL:  # a fresh queue for each drain
+        port = REDIS_URL[0].rsplit(":", 1)[1].split("/")[0]
+        subprocess.run(["redis-cli", "-p", port, "flushall"], check=True, capture_output=True)
     t0 = time.perf_counter()
     asyncio.run(fill())
     return time.perf_counter() - t0
@@ -262,7 +306,7 @@ def delivery_env(s: StandIn, spool: Path, concurrency: int) -> dict[str, str]:
         YESPO_MAX_RPS="0",
         YESPO_CONCURRENCY=str(concurrency),
         COLLECTOR_LOG_LEVEL="warning",
-        COLLECTOR_SPOOL_URL=f"sqlite:///{spool}",  # 4 slashes: absolute
+        COLLECTOR_SPOOL_URL=spool_url(spool),
     )
     env.update(EXTRA_ENV)
     return env
@@ -275,7 +319,7 @@ EXTRA_ENV: dict[str, str] = {}
 def spool_status(spool: Path) -> dict[str, int]:
     """`collector spool status`, parsed: waiting, in flight, dead letters."""
     out = subprocess.run(
-        [*collector_cmd(), "spool", "status", "--spool-url", f"sqlite:///{spool}"],
+        [*collector_cmd(), "spool", "status", "--spool-url", spool_url(spool)],
         cwd=ROOT, env=clean_env(), capture_output=True, text=True, timeout=60,
     )  # fmt: skip
     if out.returncode != 0:
@@ -998,6 +1042,9 @@ def _default_loop() -> str:
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
+    p.add_argument("--spool", choices=("sqlite", "redis"), default="sqlite",
+                   help="the forwarder's spool: a SQLite file (default) or a redis-server"
+                   " of this run's own")  # fmt: skip
     p.add_argument("--events", type=int, default=60_000, help="events to deliver (default 60000)")
     p.add_argument("--concurrency", type=int, default=64,
                    help="requests in flight to the stand-in (default 64)")  # fmt: skip
@@ -1104,7 +1151,10 @@ def main(argv: list[str] | None = None) -> int:
     if EXTRA_ENV:
         print(f"extra settings for the collector (diagnostic run): {EXTRA_ENV}")
     try:
-        with tempfile.TemporaryDirectory(prefix="bench-deliver-") as tmp:
+        with (
+            tempfile.TemporaryDirectory(prefix="bench-deliver-") as tmp,
+            contextlib.ExitStack() as stack,
+        ):
             workdir = Path(tmp)
             t = time.perf_counter()
             entries = make_entries(args.events, run)
@@ -1113,6 +1163,9 @@ def main(argv: list[str] | None = None) -> int:
             gc.freeze()  # the entries live all run: no full collection walks them again
             print(f"built {len(entries):,} bodies (mean {size:.0f} bytes) in "
                   f"{time.perf_counter() - t:.1f} s")  # fmt: skip
+            if args.spool == "redis":
+                REDIS_URL.append(stack.enter_context(redis_server(workdir)))
+                print(f"spool: redis-server at {REDIS_URL[0]} (appendfsync always)")
             with stand_in(workdir) as s:
                 print(f"stand-in on {s.api} (pid {s.proc.pid})")
                 if "forward" in args.phases:

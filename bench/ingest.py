@@ -9,6 +9,10 @@ machine hits all of them equally; the medians are reported:
   bare      bench/bare_app.py: Starlette reads the body and answers 204 (the ceiling)
   single    the collector, POST /v1/events with one ~520-byte productViewed event
   batch100  the collector, POST /v1/events with {"batch": [100 events]}
+  redis-single, redis-batch100   the same two with COLLECTOR_SPOOL_URL=redis://: a fresh
+            redis-server per run in the temp directory, appendonly yes + appendfsync always
+            (the same promise as SQLite's full sync); choose them with
+            --scenarios bare,single,batch,rsingle,rbatch
 
 Every server runs on 127.0.0.1 with one uvicorn worker ("auto" loop/http: uvloop +
 httptools), log level warning, no access log, and is stopped when the script ends, also
@@ -65,6 +69,7 @@ class Scenario:
     name: str
     collector: bool  # False: bench/bare_app.py
     batch: int  # 0: one event per request (no "batch" wrapper)
+    redis: bool = False  # the spool in a redis-server of its own, not a SQLite file
 
     @property
     def events_per_request(self) -> int:
@@ -173,8 +178,37 @@ def clean_env() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if not k.startswith(("COLLECTOR_", "YESPO_"))}
 
 
+@contextlib.contextmanager
+def redis_server(workdir: Path) -> Iterator[str]:
+    """A redis-server of the run's own (appendfsync always), its URL; stopped after."""
+    port = free_port()
+    proc = subprocess.Popen(
+        ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--dir", str(workdir),
+         "--appendonly", "yes", "--appendfsync", "always", "--save", "", "--loglevel", "warning"],
+        stdout=subprocess.DEVNULL, preexec_fn=_die_with_parent,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 10
+        while subprocess.run(["redis-cli", "-p", str(port), "ping"], capture_output=True,
+                             check=False).stdout.strip() != b"PONG":  # fmt: skip
+            if time.monotonic() > deadline:
+                raise RuntimeError("redis-server did not start")
+            time.sleep(0.05)
+        yield f"redis://127.0.0.1:{port}/0"
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+def redis_rows(url: str) -> int:
+    port = url.rsplit(":", 1)[1].split("/")[0]
+    out = subprocess.run(["redis-cli", "-p", port, "zcard", "{yc}:all"], capture_output=True,
+                         check=True).stdout  # fmt: skip
+    return int(out)
+
+
 def server_command(
-    sc: Scenario, workdir: Path, args: argparse.Namespace
+    sc: Scenario, workdir: Path, args: argparse.Namespace, spool_url: str = ""
 ) -> tuple[list[str], dict[str, str]]:
     env = clean_env()
     if not sc.collector:
@@ -185,7 +219,7 @@ def server_command(
     cmd = [str(script)] if script.exists() else [sys.executable, "-m", "collector"]
     env.update(
         COLLECTOR_API_KEYS=API_KEY,
-        COLLECTOR_SPOOL_URL=f"sqlite:///{workdir / 'spool.db'}",  # 4 slashes: absolute
+        COLLECTOR_SPOOL_URL=spool_url or f"sqlite:///{workdir / 'spool.db'}",  # 4 slashes
         COLLECTOR_SPOOL_SYNC=args.sync,
         COLLECTOR_SPOOL_MAX_EVENTS=str(SPOOL_MAX_EVENTS),
         COLLECTOR_LOG_LEVEL="warning",
@@ -325,9 +359,13 @@ class Measurement:
 
 
 def measure(sc: Scenario, args: argparse.Namespace, run_id: str) -> Measurement:
-    with tempfile.TemporaryDirectory(prefix=f"bench-{sc.name}-") as tmp:
+    with (
+        tempfile.TemporaryDirectory(prefix=f"bench-{sc.name}-") as tmp,
+        contextlib.ExitStack() as st,
+    ):
         workdir = Path(tmp)
-        cmd, env = server_command(sc, workdir, args)
+        spool_url = st.enter_context(redis_server(workdir)) if sc.redis else ""
+        cmd, env = server_command(sc, workdir, args, spool_url)
         with server(cmd, env, workdir) as srv:
             url = f"http://127.0.0.1:{srv.port}/v1/events"
             warmup = run_wrk(url, WARMUP_S, sc, args, f"{run_id}w", check=True)
@@ -337,7 +375,9 @@ def measure(sc: Scenario, args: argparse.Namespace, run_id: str) -> Measurement:
         # the server has stopped (gracefully): every commit it made is in the file
         m = Measurement(sc, timed, warmup, cpu1 - cpu0, busy1 - busy0, total1 - total0)
         m.server_log = tail(srv.log, 20)
-        if sc.collector:
+        if sc.redis:
+            m.spool_rows = redis_rows(spool_url)
+        elif sc.collector:
             with contextlib.closing(sqlite3.connect(workdir / "spool.db")) as db:
                 m.spool_rows = db.execute("SELECT count(*) FROM events").fetchone()[0]
     check_measurement(m, args)
@@ -474,7 +514,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="send events without messageId (the collector makes the ids)")  # fmt: skip
     p.add_argument("--batch-size", type=int, default=100, help="events per batch request")
     p.add_argument("--scenarios", default="bare,single,batch",
-                   help="comma-separated subset of bare,single,batch (default all)")  # fmt: skip
+                   help="comma-separated subset of bare,single,batch,rsingle,rbatch"
+                        " (default bare,single,batch)")  # fmt: skip
     args = p.parse_args(argv)
     if args.duration <= 0 or args.runs <= 0 or args.batch_size <= 0:
         p.error("--duration, --runs and --batch-size must be positive")
@@ -488,6 +529,10 @@ def scenarios(args: argparse.Namespace) -> list[Scenario]:
         "bare": Scenario("bare", collector=False, batch=0),
         "single": Scenario("single", collector=True, batch=0),
         "batch": Scenario(f"batch{args.batch_size}", collector=True, batch=args.batch_size),
+        "rsingle": Scenario("redis-single", collector=True, batch=0, redis=True),
+        "rbatch": Scenario(
+            f"redis-batch{args.batch_size}", collector=True, batch=args.batch_size, redis=True
+        ),
     }
     chosen = [s.strip() for s in args.scenarios.split(",") if s.strip()]
     unknown = [s for s in chosen if s not in known]

@@ -53,6 +53,9 @@ DEFAULT_ANONYMOUS_MAX_EVENTS = 200
 DEFAULT_ANONYMOUS_MAX_AGE_S = 7 * 24 * 3600
 # How long the collector remembers who an identified visitor is: the visitor cookie's life.
 DEFAULT_VISITOR_TTL_S = 365 * 24 * 3600
+# A dead collector's leases go to the others after this: short enough that a contact's
+# events are late by half a minute at most, three default request timeouts long.
+DEFAULT_LEASE_S = 30
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,6 +91,10 @@ class Settings:
     retry_max_delay_s: int = 300
     max_event_age_s: int = DEFAULT_MAX_EVENT_AGE_S
     shutdown_timeout_s: float = 10.0
+    # How long an entry stays leased to a forwarder: a collector that dies holding leases
+    # (Redis: several share one queue) has them taken over by the others after this. At
+    # least twice YESPO_TIMEOUT, so that a request still on its way keeps its lease.
+    lease_s: int = DEFAULT_LEASE_S
     # Browsers (collector/sources/browser.py).
     web_path: str = "/lib/y"
     site_keys: dict[str, tuple[str, ...]] = field(default_factory=dict)
@@ -124,9 +131,15 @@ class Settings:
             "port", "spool_max_events", "max_body_bytes", "max_batch_events", "max_in_flight",
             "yespo_concurrency", "yespo_timeout_s", "retry_base_ms", "retry_max_delay_s",
             "max_event_age_s", "anonymous_max_events", "anonymous_max_age_s", "visitor_ttl_s",
+            "lease_s",
         ):  # fmt: skip
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{ENV[name]} must be positive, got {getattr(self, name)}")
+        if self.lease_s < 2 * self.yespo_timeout_s:
+            raise ConfigError(
+                f"COLLECTOR_LEASE ({self.lease_s}) must be at least twice YESPO_TIMEOUT"
+                f" ({self.yespo_timeout_s:g}): a lease must outlast the request it covers"
+            )
         if self.max_batch_events < 500:
             raise ConfigError(
                 "COLLECTOR_MAX_BATCH_EVENTS must be at least 500 (the documented batch size)"
@@ -241,6 +254,7 @@ ENV: dict[str, str] = {
     "retry_max_delay_s": "COLLECTOR_RETRY_MAX_DELAY",
     "max_event_age_s": "COLLECTOR_MAX_EVENT_AGE",
     "shutdown_timeout_s": "COLLECTOR_SHUTDOWN_TIMEOUT",
+    "lease_s": "COLLECTOR_LEASE",
     "web_path": "COLLECTOR_WEB_PATH",
     "site_keys": "COLLECTOR_SITE_KEYS",
     "demo": "COLLECTOR_DEMO",
@@ -263,7 +277,7 @@ _INT = {
     "port", "spool_max_events", "dedup_window_s", "max_body_bytes", "max_batch_events",
     "max_in_flight",
     "yespo_concurrency", "retry_base_ms", "retry_max_delay_s", "max_event_age_s",
-    "anonymous_max_events", "anonymous_max_age_s", "visitor_ttl_s",
+    "anonymous_max_events", "anonymous_max_age_s", "visitor_ttl_s", "lease_s",
 }  # fmt: skip
 _FLOAT = {"yespo_max_rps", "yespo_timeout_s", "shutdown_timeout_s"}
 _LIST = {"api_keys", "key_value_order", "identifying_params"}

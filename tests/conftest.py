@@ -26,6 +26,8 @@ from collector.app import create_app
 from collector.config import Settings
 from collector.web.server import CorkedHttpToolsProtocol
 
+from .redis_server import RedisServer
+
 API_KEY = "test-key"
 YESPO_KEY = "yespo-key"  # the key the Yespo stand-in takes in tests
 ROOT = Path(__file__).resolve().parent.parent
@@ -180,3 +182,11 @@ def processes() -> Iterator[list[Process]]:
     yield started
     for p in started:
         p.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    """One real redis-server for the session; tests that use it flush it first."""
+    server = RedisServer(tmp_path_factory.mktemp("redis"), free_port())
+    yield server
+    server.stop()

@@ -86,6 +86,8 @@ class Forwarder:
         self.probe_ms = probe_ms
         self.metrics = metrics
         self._limiter = RateLimiter(max_rps)
+        self._unused = 0  # tokens of the shared ceiling taken but not spent, given back next
+        self._shared_rate = False  # the spool keeps the ceiling for all its collectors
         self._clock = clock
         self._rand = rand
         self._wake = asyncio.Event()
@@ -140,7 +142,9 @@ class Forwarder:
                     continue
                 # Tokens first, then the lease: an entry never waits for the rate limit
                 # while leased, so its lease cannot run out before it is sent.
-                tokens = await self._limiter.reserve(free)
+                tokens = await self._reserve(free)
+                if not tokens:
+                    continue
                 now = self._clock()
                 records = await self.spool.lease(tokens, self.lease_ms, now)
                 orders = sum(1 for r in records if r.kind == "order")
@@ -158,7 +162,7 @@ class Forwarder:
                 log.exception("forwarder loop failed, retrying in 1 s")
                 await self._sleep(1000)
                 continue
-            self._limiter.refund(tokens - self._dispatch(records))
+            self._refund(tokens - self._dispatch(records))
             if not records:
                 await self._sleep(self.poll_ms)
         await self._drain()
@@ -180,6 +184,29 @@ class Forwarder:
                     await task
         with contextlib.suppress(SpoolError):
             await self._flush()
+
+    async def _reserve(self, most: int) -> int:
+        """Tokens for up to `most` requests: from the ceiling the spool's collectors share
+        (Redis: one round trip per lease, not per event), else from this process's own."""
+        if self._limiter.rate <= 0:
+            return most
+        shared = await self.spool.take_tokens(
+            most, self._limiter.rate, self._limiter.burst, self._unused
+        )
+        self._shared_rate = shared is not None
+        if shared is None:
+            return await self._limiter.reserve(most)
+        self._unused = 0
+        taken, wait_ms = shared
+        if not taken:
+            await self._sleep(max(1, wait_ms))
+        return taken
+
+    def _refund(self, count: int) -> None:
+        if self._shared_rate:
+            self._unused += max(0, count)
+        else:
+            self._limiter.refund(count)
 
     async def _sleep(self, ms: int) -> None:
         with contextlib.suppress(TimeoutError):

@@ -48,7 +48,7 @@ def make_forwarder(settings: Settings, spool: Spool, metrics: Metrics) -> Forwar
         concurrency=settings.yespo_concurrency,
         max_rps=settings.yespo_max_rps,
         retry=retry,
-        lease_ms=max(60_000, int(settings.yespo_timeout_s * 3000)),
+        lease_ms=settings.lease_s * 1000,
         metrics=metrics,
     )
 

@@ -1,7 +1,8 @@
 """Spool backends behind one interface, chosen by the scheme of COLLECTOR_SPOOL_URL.
 
-``sqlite:///relative/path.db`` or ``sqlite:////absolute/path.db`` (the embedded default)
-and ``memory://`` (tests; nothing survives a restart). `BACKENDS` is the one table of
+``sqlite:///relative/path.db`` or ``sqlite:////absolute/path.db`` (the embedded default),
+``redis://[:password@]host:port/db`` or ``rediss://`` (several collectors share one
+queue; the `redis` extra) and ``memory://`` (tests; nothing survives a restart). `BACKENDS` is the one table of
 them, read by the settings' check and by `open_spool`. A backend is imported only when
 chosen, so an optional backend's dependencies stay optional.
 """
@@ -59,9 +60,34 @@ def _memory(settings: Settings) -> Spool:
     )
 
 
+def _redis(settings: Settings) -> Spool:
+    try:
+        from .redis import RedisSpool
+    except ImportError as exc:  # redis-py is an optional extra
+        raise ConfigError(
+            f"COLLECTOR_SPOOL_URL: a redis spool needs redis-py ({exc});"
+            " install it with: pip install 'yespo-collector[redis]'"
+        ) from None
+    return RedisSpool(
+        settings.spool_url,
+        max_events=settings.spool_max_events,
+        dedup_window_ms=settings.dedup_window_s * 1000,
+    )
+
+
 # Scheme -> how to build its backend (not yet open), and a URL of the scheme for errors.
-BACKENDS: dict[str, Callable[[Settings], Spool]] = {"sqlite": _sqlite, "memory": _memory}
-_FORMS = {"sqlite": "sqlite:///path/to/spool.db", "memory": "memory://"}
+BACKENDS: dict[str, Callable[[Settings], Spool]] = {
+    "sqlite": _sqlite,
+    "redis": _redis,
+    "rediss": _redis,
+    "memory": _memory,
+}
+_FORMS = {
+    "sqlite": "sqlite:///path/to/spool.db",
+    "redis": "redis://[:password@]host:port/db",
+    "rediss": "rediss://[:password@]host:port/db",
+    "memory": "memory://",
+}
 
 
 def backend_for(url: str) -> Callable[[Settings], Spool]:

@@ -147,6 +147,16 @@ class Queue(abc.ABC):
     async def release_delivery(self) -> None:
         """Undo `claim_delivery` (nothing if not claimed); called after the forwarder stopped."""
 
+    async def take_tokens(
+        self, most: int, rate: float, burst: int, unused: int = 0
+    ) -> tuple[int, int] | None:
+        """YESPO_MAX_RPS for every collector that shares this storage together: give back
+        `unused` tokens taken before, then take up to `most` of a bucket of `burst` that
+        fills at `rate` per second. Returns how many were taken and, when none, the ms
+        until one is due. None: the storage is one process's (SQLite, memory), whose
+        forwarder keeps the ceiling itself."""
+        return None
+
     @abc.abstractmethod
     async def reset_leases(self) -> int:
         """Make every leased entry eligible again; return how many were leased.
@@ -256,6 +266,10 @@ class VisitorStore(abc.ABC):
 
 class Spool(Queue, DeadLetters, VisitorStore):
     """Interface of every spool backend: the three concerns in one storage."""
+
+    #: What a committed write survives, when the backend can only tell once open (Redis:
+    #: the server's persistence setting); shown in /readyz's detail. None: as documented.
+    durability: str | None = None
 
     @abc.abstractmethod
     async def open(self) -> None:

@@ -55,6 +55,8 @@ class Health:
             "dead_letters": stats.dead,
             "forwarder": self.delivery_state(),
         }
+        if spool.durability is not None:
+            body["durability"] = spool.durability
         return json_response(body, 503 if problems else 200)
 
     async def metrics_endpoint(self, request: Request) -> Response:

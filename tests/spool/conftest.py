@@ -12,9 +12,12 @@ import pytest
 
 from collector.spool import Spool
 from collector.spool.memory import MemorySpool
+from collector.spool.redis import RedisSpool
 from collector.spool.sqlite import SqliteSpool
 
-BACKENDS = ["memory", "sqlite"]
+from ..redis_server import RedisServer
+
+BACKENDS = ["memory", "sqlite", "redis"]
 
 WINDOW_MS = 60_000
 T0 = 1_700_000_000_000
@@ -35,7 +38,11 @@ class Entry:
 SpoolFactory = Callable[..., Spool]
 
 
-def new_spool(backend: str, tmp_path: Path, max_events: int, window_ms: int) -> Spool:
+def new_spool(
+    backend: str, tmp_path: Path, max_events: int, window_ms: int, redis_url: str = ""
+) -> Spool:
+    if backend == "redis":
+        return RedisSpool(redis_url, max_events=max_events, dedup_window_ms=window_ms)
     if backend == "memory":
         return MemorySpool(max_events=max_events, dedup_window_ms=window_ms)
     return SqliteSpool(str(tmp_path / "spool.db"), max_events=max_events, dedup_window_ms=window_ms)
@@ -43,8 +50,14 @@ def new_spool(backend: str, tmp_path: Path, max_events: int, window_ms: int) -> 
 
 @pytest.fixture(params=BACKENDS)
 def make_spool(request: pytest.FixtureRequest, tmp_path: Path) -> SpoolFactory:
+    redis_url = ""
+    if request.param == "redis":  # one server for the session, emptied for each test
+        server: RedisServer = request.getfixturevalue("redis_server")
+        server.flush()
+        redis_url = server.url
+
     def make(max_events: int = 1000, window_ms: int = WINDOW_MS) -> Spool:
-        return new_spool(request.param, tmp_path, max_events, window_ms)
+        return new_spool(request.param, tmp_path, max_events, window_ms, redis_url)
 
     return make
 

@@ -159,13 +159,19 @@ async def test_one_request_of_a_visitor_at_a_time_and_other_visitors_go_on(spool
         async with spool.visitor_lock(V1):
             order.append("second in")
 
+    other_in = asyncio.Event()
+
     async def other_visitor() -> None:
         await first_in.wait()
         async with spool.visitor_lock(V2):
             order.append("other visitor")
+            other_in.set()
 
     tasks = [asyncio.create_task(f()) for f in (first, second, other_visitor)]
     await first_in.wait()
+    # Until V2's lock is taken: a lock shared by several collectors (Redis) costs a round
+    # trip, more than a few turns of the event loop.
+    await other_in.wait()
     for _ in range(20):
         await asyncio.sleep(0)
     assert order == ["first in", "other visitor"]  # V1's second request waits, V2 does not

@@ -1,0 +1,480 @@
+"""The Lua scripts of the Redis spool: each request to the spool is one of these, one
+round trip whatever its batch size, atomic on the server.
+
+Every key of the layout starts with one prefix carrying a hash tag (``{yc}:``), so all of
+them live in one hash slot: a script may touch any of them on Redis Cluster too. KEYS[1]
+is always ``<prefix>seq``; a script derives the others from it. The layout (docs/redis.md):
+
+    seq            counter: the next entry's seq (append order, across collectors)
+    x / b          hash seq -> the entry's fields (cmsgpack array) / its body
+    all            zset seq -> seq: every waiting entry (depth, pending, the oldest)
+    q:<key>        list of seqs: one ordering key's entries, its head first
+    h:<kind>       zset key -> head seq: heads that may be leased now, per kind
+    kinds          set of the kinds that have a heads zset
+    leased         zset key -> lease expiry; lo: hash key -> owner; own:<owner>: set of keys
+    retry          zset key -> retry time (a released head)
+    w:<key>        set of keys whose head waits (`after`) for <key>'s earlier entries
+    seen           zset messageId -> when first received (the dedup window)
+    d / dm / dn    zset seq -> order of dying / hash seq -> reason fields / counter
+    dr             hash reason -> dead letters of that reason
+    hx / hb        hash seq -> a held entry's fields / body; hv:<visitor>: list of seqs
+    hs / ht        zset seq -> seq / zset seq -> received at (held entries' age)
+    vis / vist     hash visitor -> contact / zset visitor -> when identified
+    lk:<visitor>   a visitor's lock (SET NX PX)
+
+An entry's fields: {messageId, kind, key, eventType, receivedAt, eventTime|false,
+after|false, attempts}.
+"""
+
+from __future__ import annotations
+
+# Shared by every script: the prefix and the queue's moves.
+_COMMON = r"""
+local P = string.sub(KEYS[1], 1, -4)
+local function num(x) return string.format('%.0f', x) end
+local function meta(seq)
+  local m = redis.call('HGET', P..'x', seq)
+  if m then return cmsgpack.unpack(m) end
+  return nil
+end
+-- The key's head may be leased now (unless it is under a lease or waits for a retry).
+local function make_head(key)
+  if redis.call('ZSCORE', P..'leased', key) or redis.call('ZSCORE', P..'retry', key) then
+    return
+  end
+  local h = redis.call('LINDEX', P..'q:'..key, 0)
+  if h then
+    local m = meta(h)
+    redis.call('ZADD', P..'h:'..m[2], h, key)
+    redis.call('SADD', P..'kinds', m[2])
+  end
+end
+local function enqueue(seq, packed, body, key, kind)
+  redis.call('HSET', P..'x', seq, packed)
+  redis.call('HSET', P..'b', seq, body)
+  redis.call('ZADD', P..'all', seq, seq)
+  if redis.call('RPUSH', P..'q:'..key, seq) == 1 then make_head(key) end
+end
+local function unlease(key)
+  redis.call('ZREM', P..'leased', key)
+  local owner = redis.call('HGET', P..'lo', key)
+  if owner then
+    redis.call('HDEL', P..'lo', key)
+    redis.call('SREM', P..'own:'..owner, key)
+  end
+end
+-- Take seq out of the waiting queue (its fields stay); its key's next entry becomes
+-- the head, and the keys that waited for this key's earlier entries are looked at again.
+local function remove(seq)
+  local m = meta(seq)
+  if not m or not redis.call('ZSCORE', P..'all', seq) then return nil end
+  local key = m[3]
+  local q = P..'q:'..key
+  local head = redis.call('LINDEX', q, 0)
+  redis.call('LREM', q, 1, seq)
+  redis.call('ZREM', P..'all', seq)
+  if head == seq then
+    redis.call('ZREM', P..'h:'..m[2], key)
+    unlease(key)
+    redis.call('ZREM', P..'retry', key)
+    make_head(key)
+    local w = P..'w:'..key
+    local waiting = redis.call('SMEMBERS', w)
+    if #waiting > 0 then
+      redis.call('DEL', w)
+      for _, k in ipairs(waiting) do make_head(k) end
+    end
+  end
+  return m
+end
+local function is_dup(mid, recv, cutoff)
+  local at = redis.call('ZSCORE', P..'seen', mid)
+  if at and tonumber(at) >= cutoff then return true end
+  redis.call('ZADD', P..'seen', num(recv), mid)
+  return false
+end
+local function rec(out, seq, x, b)
+  out[#out + 1] = seq
+  out[#out + 1] = redis.call('HGET', P..x, seq)
+  out[#out + 1] = redis.call('HGET', P..b, seq)
+end
+local function opt(s) if s == '' then return false end return s end
+local function optnum(s) if s == '' then return false end return tonumber(s) end
+"""
+
+# ARGV: receivedAt, window ms, limit, n, then per entry: messageId, client (0/1), kind,
+# key, eventType, eventTime|'', after|'', body. Returns {depth, stored 1/0 ...} or FULL.
+APPEND = (
+    _COMMON
+    + r"""
+local recv, window, limit, n = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
+local depth = redis.call('ZCARD', P..'all')
+if depth + n > limit then
+  return redis.error_reply('FULL spool holds '..depth..' events, its bound is '..limit)
+end
+local cutoff = recv - window
+redis.call('ZREMRANGEBYSCORE', P..'seen', '-inf', '('..num(cutoff))
+local out = {0}
+for i = 0, n - 1 do
+  local a = 5 + i * 8
+  local mid, key, kind = ARGV[a], ARGV[a + 3], ARGV[a + 2]
+  if ARGV[a + 1] == '1' and is_dup(mid, recv, cutoff) then
+    out[#out + 1] = 0
+  else
+    local seq = tostring(redis.call('INCR', KEYS[1]))
+    local packed = cmsgpack.pack({mid, kind, key, ARGV[a + 4], recv, optnum(ARGV[a + 5]),
+                                  opt(ARGV[a + 6]), 0})
+    enqueue(seq, packed, ARGV[a + 7], key, kind)
+    out[#out + 1] = 1
+  end
+end
+out[1] = redis.call('ZCARD', P..'all')
+return out
+"""
+)
+
+# ARGV: now, limit, lease ms, kind|'', owner. Returns {seq, fields, body, ...}.
+LEASE = (
+    _COMMON
+    + r"""
+local now, limit = tonumber(ARGV[1]), tonumber(ARGV[2])
+local expiry = num(now + tonumber(ARGV[3]))
+local owner = ARGV[5]
+-- Leases that ran out (their collector died or is late) and retries that are due.
+for _, set in ipairs({'leased', 'retry'}) do
+  local due = redis.call('ZRANGEBYSCORE', P..set, '-inf', num(now))
+  for _, k in ipairs(due) do
+    if set == 'leased' then unlease(k) else redis.call('ZREM', P..set, k) end
+    make_head(k)
+  end
+end
+local kinds
+if ARGV[4] ~= '' then kinds = {ARGV[4]} else kinds = redis.call('SMEMBERS', P..'kinds') end
+local out = {}
+local taken = 0
+while taken < limit do
+  local best, bestkind, bestseq = nil, nil, nil
+  for _, kd in ipairs(kinds) do
+    local top = redis.call('ZRANGE', P..'h:'..kd, 0, 0, 'WITHSCORES')
+    if top[1] and (best == nil or tonumber(top[2]) < bestseq) then
+      best, bestkind, bestseq = top[1], kd, tonumber(top[2])
+    end
+  end
+  if not best then break end
+  redis.call('ZREM', P..'h:'..bestkind, best)
+  local seq = redis.call('LINDEX', P..'q:'..best, 0)
+  local m = meta(seq)
+  local blocked = false
+  if m[7] then
+    local h = redis.call('LINDEX', P..'q:'..m[7], 0)
+    if h and tonumber(h) < tonumber(seq) then
+      blocked = true
+      redis.call('SADD', P..'w:'..m[7], best)  -- looked at again when m[7]'s head goes
+    end
+  end
+  if not blocked then
+    redis.call('ZADD', P..'leased', expiry, best)
+    redis.call('HSET', P..'lo', best, owner)
+    redis.call('SADD', P..'own:'..owner, best)
+    rec(out, seq, 'x', 'b')
+    taken = taken + 1
+  end
+end
+return out
+"""
+)
+
+# ARGV: owner. Returns how many of the owner's leases were ended.
+RESET = (
+    _COMMON
+    + r"""
+local owner = ARGV[1]
+local n = 0
+for _, k in ipairs(redis.call('SMEMBERS', P..'own:'..owner)) do
+  if redis.call('HGET', P..'lo', k) == owner then
+    unlease(k)
+    make_head(k)
+    n = n + 1
+  end
+end
+redis.call('DEL', P..'own:'..owner)
+return n
+"""
+)
+
+# ARGV: seqs. Returns the depth.
+ACK = (
+    _COMMON
+    + r"""
+for _, seq in ipairs(ARGV) do
+  if remove(seq) then
+    redis.call('HDEL', P..'x', seq)
+    redis.call('HDEL', P..'b', seq)
+  end
+end
+return redis.call('ZCARD', P..'all')
+"""
+)
+
+# ARGV: not before, seqs.
+RELEASE = (
+    _COMMON
+    + r"""
+for i = 2, #ARGV do
+  local seq = ARGV[i]
+  local m = meta(seq)
+  if m and redis.call('ZSCORE', P..'all', seq) then
+    m[8] = m[8] + 1
+    redis.call('HSET', P..'x', seq, cmsgpack.pack(m))
+    if redis.call('LINDEX', P..'q:'..m[3], 0) == seq then
+      unlease(m[3])
+      redis.call('ZREM', P..'h:'..m[2], m[3])
+      redis.call('ZADD', P..'retry', ARGV[1], m[3])
+    end
+  end
+end
+return 0
+"""
+)
+
+# ARGV: now, reason, status|'', detail, seqs.
+DEAD_LETTER = (
+    _COMMON
+    + r"""
+for i = 5, #ARGV do
+  local seq = ARGV[i]
+  if remove(seq) then
+    redis.call('ZADD', P..'d', redis.call('INCR', P..'dn'), seq)
+    redis.call('HSET', P..'dm', seq,
+               cmsgpack.pack({ARGV[2], optnum(ARGV[3]), ARGV[4], tonumber(ARGV[1])}))
+    redis.call('HINCRBY', P..'dr', ARGV[2], 1)
+  end
+end
+return 0
+"""
+)
+
+# ARGV: limit. Returns {seq, fields, body, dead fields, ...}.
+DEAD_LETTERS = (
+    _COMMON
+    + r"""
+local out = {}
+for _, seq in ipairs(redis.call('ZRANGE', P..'d', 0, tonumber(ARGV[1]) - 1)) do
+  rec(out, seq, 'x', 'b')
+  out[#out + 1] = redis.call('HGET', P..'dm', seq)
+end
+return out
+"""
+)
+
+# ARGV: replay 1|0, now, reason|'', all 1|0, seqs. Returns how many.
+REPLAY_OR_PURGE = (
+    _COMMON
+    + r"""
+local replay, now, reason = ARGV[1] == '1', tonumber(ARGV[2]), ARGV[3]
+local wanted = nil
+if ARGV[4] == '0' then
+  wanted = {}
+  for i = 5, #ARGV do wanted[ARGV[i]] = true end
+end
+local n = 0
+for _, seq in ipairs(redis.call('ZRANGE', P..'d', 0, -1)) do
+  local d = cmsgpack.unpack(redis.call('HGET', P..'dm', seq))
+  if (wanted == nil or wanted[seq]) and (reason == '' or d[1] == reason) then
+    local m = meta(seq)
+    local body = redis.call('HGET', P..'b', seq)
+    redis.call('ZREM', P..'d', seq)
+    redis.call('HDEL', P..'dm', seq)
+    redis.call('HDEL', P..'x', seq)
+    redis.call('HDEL', P..'b', seq)
+    if redis.call('HINCRBY', P..'dr', d[1], -1) <= 0 then redis.call('HDEL', P..'dr', d[1]) end
+    if replay then
+      m[5] = now
+      m[8] = 0
+      enqueue(tostring(redis.call('INCR', KEYS[1])), cmsgpack.pack(m), body, m[3], m[2])
+    end
+    n = n + 1
+  end
+end
+return n
+"""
+)
+
+# ARGV: after seq, limit. Returns {seq, fields, body, ...}.
+PENDING = (
+    _COMMON
+    + r"""
+local out = {}
+local seqs = redis.call('ZRANGEBYSCORE', P..'all', '('..ARGV[1], '+inf', 'LIMIT', 0, ARGV[2])
+for _, seq in ipairs(seqs) do rec(out, seq, 'x', 'b') end
+return out
+"""
+)
+
+# ARGV: now. Returns {depth, in flight, dead, oldest fields|false, held}.
+STATS = (
+    _COMMON
+    + r"""
+local oldest = redis.call('ZRANGE', P..'all', 0, 0)
+local first = false
+if oldest[1] then first = redis.call('HGET', P..'x', oldest[1]) end
+return {redis.call('ZCARD', P..'all'), redis.call('ZCOUNT', P..'leased', '('..ARGV[1], '+inf'),
+        redis.call('ZCARD', P..'d'), first, redis.call('HLEN', P..'hx')}
+"""
+)
+
+_HELD = r"""
+local function drop_held(seq)
+  local m = cmsgpack.unpack(redis.call('HGET', P..'hx', seq))
+  redis.call('LREM', P..'hv:'..m[3], 1, seq)
+  redis.call('HDEL', P..'hx', seq)
+  redis.call('HDEL', P..'hb', seq)
+  redis.call('ZREM', P..'hs', seq)
+  redis.call('ZREM', P..'ht', seq)
+end
+"""
+
+# ARGV: receivedAt, window ms, per visitor, max held, n, then entries as APPEND's.
+# Returns {dropped, stored 1/0 ...}.
+HOLD = (
+    _COMMON
+    + _HELD
+    + r"""
+local recv, window = tonumber(ARGV[1]), tonumber(ARGV[2])
+local per_visitor, most, n = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
+local cutoff = recv - window
+redis.call('ZREMRANGEBYSCORE', P..'seen', '-inf', '('..num(cutoff))
+local out = {0}
+local visitors = {}
+for i = 0, n - 1 do
+  local a = 6 + i * 8
+  local mid, key = ARGV[a], ARGV[a + 3]
+  if ARGV[a + 1] == '1' and is_dup(mid, recv, cutoff) then
+    out[#out + 1] = 0
+  else
+    local seq = tostring(redis.call('INCR', KEYS[1]))
+    redis.call('HSET', P..'hx', seq, cmsgpack.pack({mid, ARGV[a + 2], key, ARGV[a + 4], recv,
+               optnum(ARGV[a + 5]), opt(ARGV[a + 6]), 0}))
+    redis.call('HSET', P..'hb', seq, ARGV[a + 7])
+    redis.call('RPUSH', P..'hv:'..key, seq)
+    redis.call('ZADD', P..'hs', seq, seq)
+    redis.call('ZADD', P..'ht', num(recv), seq)
+    out[#out + 1] = 1
+  end
+  visitors[key] = true
+end
+local dropped = 0
+for v, _ in pairs(visitors) do
+  while redis.call('LLEN', P..'hv:'..v) > per_visitor do
+    drop_held(redis.call('LINDEX', P..'hv:'..v, 0))
+    dropped = dropped + 1
+  end
+end
+while redis.call('HLEN', P..'hx') > most do
+  drop_held(redis.call('ZRANGE', P..'hs', 0, 0)[1])
+  dropped = dropped + 1
+end
+out[1] = dropped
+return out
+"""
+)
+
+# ARGV: visitor. Returns {seq, fields, body, ...}.
+HELD = (
+    _COMMON
+    + r"""
+local out = {}
+for _, seq in ipairs(redis.call('LRANGE', P..'hv:'..ARGV[1], 0, -1)) do rec(out, seq, 'hx', 'hb') end
+return out
+"""
+)
+
+# ARGV: now, limit, visitor, contact, n released, released seqs, n entries, entries as
+# APPEND's (their client flag unused). Returns the depth, or FULL.
+IDENTIFY = (
+    _COMMON
+    + _HELD
+    + r"""
+local now, limit, visitor = tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[3]
+local nrel = tonumber(ARGV[5])
+local n = tonumber(ARGV[6 + nrel])
+local depth = redis.call('ZCARD', P..'all')
+if depth + n > limit then
+  return redis.error_reply('FULL spool holds '..depth..' events, its bound is '..limit)
+end
+redis.call('HSET', P..'vis', visitor, ARGV[4])
+redis.call('ZADD', P..'vist', num(now), visitor)
+for i = 6, 5 + nrel do
+  local h = redis.call('HGET', P..'hx', ARGV[i])
+  if h and cmsgpack.unpack(h)[3] == visitor then drop_held(ARGV[i]) end
+end
+for i = 0, n - 1 do
+  local a = 7 + nrel + i * 8
+  local key, kind = ARGV[a + 3], ARGV[a + 2]
+  local seq = tostring(redis.call('INCR', KEYS[1]))
+  enqueue(seq, cmsgpack.pack({ARGV[a], kind, key, ARGV[a + 4], now, optnum(ARGV[a + 5]),
+                              opt(ARGV[a + 6]), 0}), ARGV[a + 7], key, kind)
+end
+return redis.call('ZCARD', P..'all')
+"""
+)
+
+# ARGV: visitor. Returns {contact, identified at} or {}.
+CONTACT_OF = (
+    _COMMON
+    + r"""
+local c = redis.call('HGET', P..'vis', ARGV[1])
+if not c then return {} end
+return {c, redis.call('ZSCORE', P..'vist', ARGV[1])}
+"""
+)
+
+# ARGV: held before, visitors before, most visitors remembered. Returns how many held
+# entries were deleted.
+EXPIRE_HELD = (
+    _COMMON
+    + _HELD
+    + r"""
+local old = redis.call('ZRANGEBYSCORE', P..'ht', '-inf', '('..ARGV[1])
+for _, seq in ipairs(old) do drop_held(seq) end
+local gone = redis.call('ZRANGEBYSCORE', P..'vist', '-inf', '('..ARGV[2])
+local excess = redis.call('ZCARD', P..'vist') - #gone - tonumber(ARGV[3])
+if excess > 0 then
+  local oldest = redis.call('ZRANGE', P..'vist', #gone, #gone + excess - 1)
+  for _, v in ipairs(oldest) do gone[#gone + 1] = v end
+end
+for _, v in ipairs(gone) do
+  redis.call('HDEL', P..'vis', v)
+  redis.call('ZREM', P..'vist', v)
+end
+return #old
+"""
+)
+
+# ARGV: most, rate per s, burst, unused. A token bucket on the server's clock (TIME), so
+# that collectors' clocks do not matter. Returns {taken, ms until a token if none}.
+TOKENS = (
+    _COMMON
+    + r"""
+local most, rate, burst = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + tonumber(t[2]) / 1000
+local got = redis.call('HMGET', P..'rate', 'tokens', 'at')
+local tokens = tonumber(got[1]) or burst
+local at = tonumber(got[2]) or now
+tokens = math.min(burst, tokens + tonumber(ARGV[4]) + math.max(0, now - at) * rate / 1000)
+local taken = math.min(most, math.floor(tokens))
+tokens = tokens - taken
+redis.call('HSET', P..'rate', 'tokens', string.format('%.6f', tokens), 'at', string.format('%.3f', now))
+redis.call('PEXPIRE', P..'rate', 600000)
+local wait = 0
+if taken == 0 then wait = math.ceil((1 - tokens) * 1000 / rate) end
+return {taken, wait}
+"""
+)
+
+# KEYS[1]: the lock; ARGV: the holder's token. Deletes the lock only if still its own.
+UNLOCK = r"""
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""

@@ -1,0 +1,372 @@
+"""The Redis spool: one queue that several collectors share (docs/redis.md).
+
+Each method is one Lua script (`scripts.py`): one round trip, atomic on the server,
+whatever the batch size. Leases are kept in Redis with their expiry and their owner (one
+id per spool object), so every collector on the same Redis leases from one queue: an
+entry is leased by one of them at a time, a key's entries go in order across all of them,
+and the leases of a collector that died run out and are taken by the others.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import secrets
+import socket
+import time
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from typing import Any
+
+import msgspec
+import redis.asyncio as aioredis
+from redis.exceptions import NoScriptError, RedisError, ResponseError
+
+from ...errors import DeliveryClaimed, SpoolError, SpoolFull
+from ..base import DeadLetter, EntryLike, LocalVisitorLocks, Record, Spool, SpoolStats
+from . import scripts
+
+log = logging.getLogger("collector.spool")
+
+#: Every key starts with this; the braces are a hash tag: one slot, so that a script may
+#: touch every key on Redis Cluster too.
+PREFIX = "{yc}:"
+
+# A visitor's lock outlives a request (a request is bounded by its body and the spool's
+# write, well under a second) but not a collector that dies holding it: another takes
+# the visitor after this long at most.
+VISITOR_LOCK_TTL_MS = 10_000
+# How long a waiter for a visitor's lock held by another collector sleeps between tries,
+# at first and at most: short, since a request holds it for milliseconds.
+_LOCK_POLL_S = (0.001, 0.02)
+
+_decode = msgspec.msgpack.Decoder().decode
+
+
+def _record(seq: bytes, fields: bytes, body: bytes) -> Record:
+    mid, kind, key, event_type, received_at, event_time, after, attempts = _decode(fields)
+    return Record(
+        int(seq),
+        mid,
+        kind,
+        key,
+        event_type,
+        int(received_at),
+        None if event_time is False else int(event_time),
+        body,
+        attempts=int(attempts),
+        after=after or None,
+    )
+
+
+def _records(flat: list[Any]) -> list[Record]:
+    return [_record(*flat[i : i + 3]) for i in range(0, len(flat), 3)]
+
+
+def _entry_args(entries: Sequence[EntryLike]) -> list[Any]:
+    args: list[Any] = []
+    for e in entries:
+        args += (
+            e.message_id,
+            1 if e.client_id else 0,
+            e.kind,
+            e.key,
+            e.event_type,
+            "" if e.event_time is None else e.event_time,
+            e.after or "",
+            e.body,
+        )
+    return args
+
+
+class RedisSpool(Spool):
+    def __init__(self, url: str, *, max_events: int, dedup_window_ms: int) -> None:
+        self.url = url
+        self.max_events = max_events
+        self._window = dedup_window_ms
+        self._redis: aioredis.Redis = aioredis.Redis.from_url(url)
+        # Leases are tagged with this: `reset_leases` ends only this object's own.
+        self._owner = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
+        self._local = LocalVisitorLocks()
+        self._depth = 0  # the queue's depth as the last script saw it (`room`)
+        self._delivering = False
+        self.durability: str | None = "unknown"  # the server's appendfsync, read at `open`
+        self._writes: list[tuple[Any, list[Any], asyncio.Future[Any]]] = []
+        self._writer: asyncio.Task[None] | None = None
+        s = self._redis.register_script
+        self._append = s(scripts.APPEND)
+        self._lease = s(scripts.LEASE)
+        self._reset = s(scripts.RESET)
+        self._ack = s(scripts.ACK)
+        self._release = s(scripts.RELEASE)
+        self._dead_letter = s(scripts.DEAD_LETTER)
+        self._dead_letters = s(scripts.DEAD_LETTERS)
+        self._replay_or_purge = s(scripts.REPLAY_OR_PURGE)
+        self._pending = s(scripts.PENDING)
+        self._stats = s(scripts.STATS)
+        self._hold = s(scripts.HOLD)
+        self._held = s(scripts.HELD)
+        self._identify = s(scripts.IDENTIFY)
+        self._contact_of = s(scripts.CONTACT_OF)
+        self._expire_held = s(scripts.EXPIRE_HELD)
+        self._unlock = s(scripts.UNLOCK)
+        self._tokens = s(scripts.TOKENS)
+        self._scripts = [self._append, self._hold, self._identify]  # run by `_write`
+
+    async def _run(self, script: Any, args: Sequence[Any]) -> Any:
+        try:
+            return await script(keys=[PREFIX + "seq"], args=list(args))
+        except (RedisError, OSError) as exc:
+            raise _error(exc) from exc
+
+    async def _write(self, script: Any, args: list[Any]) -> Any:
+        """Run a writing script in the next group: the requests that arrive while a group
+        is on its way go together in one pipeline, in the order they came, so seqs follow
+        the order of the calls (as SQLite's group commit does) and many requests share a
+        round trip."""
+        done: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._writes.append((script, args, done))
+        if self._writer is None or self._writer.done():
+            self._writer = asyncio.create_task(self._drain())
+        return await done
+
+    async def _drain(self) -> None:
+        while self._writes:
+            group, self._writes = self._writes, []
+            for _ in range(2):  # again once if Redis lost the scripts (a restart, FLUSH)
+                pipe = self._redis.pipeline(transaction=False)
+                for script, args, _ in group:
+                    pipe.execute_command("EVALSHA", script.sha, 1, PREFIX + "seq", *args)
+                try:
+                    results = await pipe.execute(raise_on_error=False)
+                except (RedisError, OSError) as exc:
+                    results = [exc] * len(group)
+                if not any(isinstance(r, NoScriptError) for r in results):
+                    break
+                await self._load_scripts()
+                group = [
+                    g for g, r in zip(group, results, strict=True) if isinstance(r, NoScriptError)
+                ]
+            for (_, _, done), result in zip(group, results, strict=True):
+                if done.done():
+                    continue
+                if isinstance(result, BaseException):
+                    done.set_exception(_error(result))
+                else:
+                    done.set_result(result)
+
+    async def _load_scripts(self) -> None:
+        for script in self._scripts:
+            script.sha = await self._redis.script_load(script.script)
+
+    async def open(self) -> None:
+        try:
+            await self._redis.ping()
+            await self._load_scripts()
+            self.durability = await self._read_durability()
+        except (RedisError, OSError) as exc:
+            raise SpoolError(f"redis spool unreachable: {exc}") from exc
+        self._depth = (await self.stats()).depth
+        log.info("spool: redis %s, persistence %s", self._redis_location(), self.durability)
+
+    def _redis_location(self) -> str:
+        kw = self._redis.connection_pool.connection_kwargs
+        return f"{kw.get('host', '?')}:{kw.get('port', '?')}/{kw.get('db', 0)}"
+
+    async def _read_durability(self) -> str:
+        """What a 2xx means on this server: "appendfsync always" survives a Redis crash;
+        "everysec" may lose the last second; no AOF loses what came after the last RDB
+        snapshot. Managed Redis may refuse CONFIG: then it is "unknown"."""
+        try:
+            got: dict[Any, Any] = {
+                _text(k): _text(v) for k, v in (await self._redis.config_get("append*")).items()
+            }
+        except ResponseError:
+            return "unknown (CONFIG GET refused)"
+        if got.get("appendonly") != "yes":
+            return "appendonly no (a Redis restart loses what came after its last snapshot)"
+        policy = got.get("appendfsync", "?")
+        return f"appendonly yes, appendfsync {policy}"
+
+    async def close(self) -> None:
+        self._delivering = False
+        await self._redis.aclose()
+
+    async def claim_delivery(self) -> None:
+        # Leases live in Redis and are shared: every collector on this Redis may deliver.
+        # Only two forwarders on one spool object are refused, since `reset_leases` at a
+        # forwarder's start ends this object's leases, the other forwarder's included.
+        if self._delivering:
+            raise DeliveryClaimed(self.url, f"a forwarder of this process, pid {os.getpid()}")
+        self._delivering = True
+
+    async def release_delivery(self) -> None:
+        self._delivering = False
+
+    def _limit(self, bound: int | None) -> int:
+        return self.max_events if bound is None else min(bound, self.max_events)
+
+    async def append(
+        self, entries: Sequence[EntryLike], received_at: int, bound: int | None = None
+    ) -> list[bool]:
+        if not entries:
+            return []
+        args = [received_at, self._window, self._limit(bound), len(entries), *_entry_args(entries)]
+        out = await self._write(self._append, args)
+        self._depth = int(out[0])
+        return [bool(x) for x in out[1:]]
+
+    def room(self, bound: int | None = None) -> int:
+        return max(0, self._limit(bound) - self._depth)
+
+    async def lease(
+        self, limit: int, lease_ms: int, now: int, kind: str | None = None
+    ) -> list[Record]:
+        if limit <= 0:
+            return []
+        return _records(
+            await self._run(self._lease, [now, limit, lease_ms, kind or "", self._owner])
+        )
+
+    async def take_tokens(
+        self, most: int, rate: float, burst: int, unused: int = 0
+    ) -> tuple[int, int] | None:
+        taken, wait = await self._run(self._tokens, [most, repr(rate), burst, unused])
+        return int(taken), int(wait)
+
+    async def reset_leases(self) -> int:
+        return int(await self._run(self._reset, [self._owner]))
+
+    async def ack(self, seqs: Sequence[int]) -> None:
+        if seqs:
+            self._depth = int(await self._run(self._ack, seqs))
+
+    async def release(self, seqs: Sequence[int], not_before: int) -> None:
+        if seqs:
+            await self._run(self._release, [not_before, *seqs])
+
+    async def dead_letter(
+        self, seqs: Sequence[int], reason: str, status: int | None, detail: str, now: int
+    ) -> None:
+        if seqs:
+            args = [now, reason, "" if status is None else status, detail, *seqs]
+            await self._run(self._dead_letter, args)
+
+    async def dead_letters(self, limit: int) -> list[DeadLetter]:
+        flat = await self._run(self._dead_letters, [limit])
+        out = []
+        for i in range(0, len(flat), 4):
+            reason, status, detail, dead_at = _decode(flat[i + 3])
+            record = _record(*flat[i : i + 3])
+            out.append(
+                DeadLetter(record, reason, None if status is False else int(status), detail,
+                           int(dead_at))
+            )  # fmt: skip
+        return out
+
+    async def _pick(self, replay: bool, seqs: Sequence[int] | None, reason: str | None) -> int:
+        now = int(time.time() * 1000)
+        args = [1 if replay else 0, now, reason or "", 1 if seqs is None else 0, *(seqs or ())]
+        return int(await self._run(self._replay_or_purge, args))
+
+    async def replay(self, seqs: Sequence[int] | None = None, reason: str | None = None) -> int:
+        return await self._pick(True, seqs, reason)
+
+    async def purge(self, seqs: Sequence[int] | None = None, reason: str | None = None) -> int:
+        return await self._pick(False, seqs, reason)
+
+    async def dead_counts(self) -> dict[str, int]:
+        try:
+            got = await self._redis.hgetall(PREFIX + "dr")
+        except (RedisError, OSError) as exc:
+            raise SpoolError(f"redis spool unreachable: {exc}") from exc
+        return {_text(k): int(v) for k, v in got.items() if int(v) > 0}
+
+    async def pending(self, limit: int, after_seq: int = 0) -> list[Record]:
+        return _records(await self._run(self._pending, [after_seq, limit]))
+
+    async def stats(self) -> SpoolStats:
+        depth, in_flight, dead, first, held = await self._run(
+            self._stats, [int(time.time() * 1000)]
+        )
+        self._depth = int(depth)
+        oldest = int(_decode(first)[4]) if first else None
+        return SpoolStats(int(depth), int(in_flight), int(dead), oldest, int(held))
+
+    async def check(self) -> None:
+        try:
+            await self._redis.ping()
+        except (RedisError, OSError) as exc:
+            raise SpoolError(f"redis spool unreachable: {exc}") from exc
+
+    # -- anonymous visitors ----------------------------------------------------------------
+
+    @asynccontextmanager
+    async def visitor_lock(self, visitor: str) -> AsyncIterator[None]:
+        # This process's waiters queue on a local lock; only its holder polls Redis,
+        # where the lock excludes every other collector's.
+        async with self._local.visitor_lock(visitor):
+            key = f"{PREFIX}lk:{visitor}"
+            token = secrets.token_hex(8)
+            pause = _LOCK_POLL_S[0]
+            try:
+                while not await self._redis.set(key, token, nx=True, px=VISITOR_LOCK_TTL_MS):
+                    await asyncio.sleep(pause)
+                    pause = min(pause * 2, _LOCK_POLL_S[1])
+            except (RedisError, OSError) as exc:
+                raise SpoolError(f"redis spool unreachable: {exc}") from exc
+            try:
+                yield
+            finally:
+                try:
+                    await self._unlock(keys=[key], args=[token])
+                except (RedisError, OSError):
+                    log.warning("visitor lock of %s not released; it expires by itself", visitor)
+
+    async def hold(
+        self, entries: Sequence[EntryLike], received_at: int, per_visitor: int
+    ) -> tuple[list[bool], int]:
+        if not entries:
+            return [], 0
+        args = [received_at, self._window, per_visitor, self.max_events, len(entries)]
+        out = await self._write(self._hold, args + _entry_args(entries))
+        return [bool(x) for x in out[1:]], int(out[0])
+
+    async def held(self, visitor: str) -> list[Record]:
+        return _records(await self._run(self._held, [visitor]))
+
+    async def identify(
+        self,
+        visitor: str,
+        contact: bytes,
+        now: int,
+        release: Sequence[int] = (),
+        entries: Sequence[EntryLike] = (),
+        bound: int | None = None,
+    ) -> None:
+        args = [now, self._limit(bound), visitor, contact, len(release), *release, len(entries)]
+        self._depth = int(await self._write(self._identify, args + _entry_args(entries)))
+
+    async def contact_of(self, visitor: str, since: int) -> bytes | None:
+        got = await self._run(self._contact_of, [visitor])
+        if not got or int(got[1]) < since:
+            return None
+        return bytes(got[0])
+
+    async def expire_held(self, held_before: int, visitors_before: int) -> int:
+        args = [held_before, visitors_before, self.max_events]
+        return int(await self._run(self._expire_held, args))
+
+
+def _error(exc: BaseException) -> SpoolError:
+    """A Redis error as the spool's: a script's FULL reply is `SpoolFull`."""
+    if isinstance(exc, ResponseError) and str(exc).startswith("FULL "):
+        return SpoolFull(str(exc)[5:])
+    if isinstance(exc, ResponseError):
+        return SpoolError(f"redis spool: {exc}")
+    return SpoolError(f"redis spool unreachable: {exc}")
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
