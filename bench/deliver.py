@@ -101,6 +101,7 @@ class Entry:
     event_time: int | None
     body: bytes
     kind: str = "event"
+    after: str | None = None  # the key whose earlier entries it waits for (none here)
 
 
 def make_entries(n: int, run: str) -> list[Entry]:

@@ -6,7 +6,7 @@ them live in one hash slot: a script may touch any of them on Redis Cluster too.
 is always ``<prefix>seq``; a script derives the others from it. The layout (docs/redis.md):
 
     seq            counter: the next entry's seq (append order, across collectors)
-    x / b          hash seq -> the entry's fields (cmsgpack array) / its body
+    e              hash x<seq> -> the entry's fields (cmsgpack array), b<seq> -> its body
     all            zset seq -> seq: every waiting entry (depth, pending, the oldest)
     q:<key>        list of seqs: one ordering key's entries, its head first
     h:<kind>       zset key -> head seq: heads that may be leased now, per kind
@@ -33,7 +33,7 @@ _COMMON = r"""
 local P = string.sub(KEYS[1], 1, -4)
 local function num(x) return string.format('%.0f', x) end
 local function meta(seq)
-  local m = redis.call('HGET', P..'x', seq)
+  local m = redis.call('HGET', P..'e', 'x'..seq)
   if m then return cmsgpack.unpack(m) end
   return nil
 end
@@ -50,10 +50,29 @@ local function make_head(key)
   end
 end
 local function enqueue(seq, packed, body, key, kind)
-  redis.call('HSET', P..'x', seq, packed)
-  redis.call('HSET', P..'b', seq, body)
+  redis.call('HSET', P..'e', 'x'..seq, packed, 'b'..seq, body)
   redis.call('ZADD', P..'all', seq, seq)
-  if redis.call('RPUSH', P..'q:'..key, seq) == 1 then make_head(key) end
+  if redis.call('RPUSH', P..'q:'..key, seq) == 1 then
+    -- a key with nothing waiting is neither leased nor waiting for a retry: its head now
+    redis.call('ZADD', P..'h:'..kind, seq, key)
+    redis.call('SADD', P..'kinds', kind)
+  end
+end
+-- A batch of entries as Python sent it: ARGV[at] packs {{messageId, client, kind, key}...}
+-- and the arguments after it are each entry's fields (packed, receivedAt included) and
+-- body (cmsgpack has no binary type: bytes travel as arguments of their own).
+local function batch(at)
+  local entries = cmsgpack.unpack(ARGV[at])
+  for i, e in ipairs(entries) do
+    e[5] = ARGV[at - 1 + 2 * i]
+    e[6] = ARGV[at + 2 * i]
+  end
+  return entries
+end
+-- seqs for n entries, taken at once: the first is the result + 1.
+local function seqs(n)
+  local last = redis.call('INCRBY', KEYS[1], n)
+  return last - n
 end
 local function unlease(key)
   redis.call('ZREM', P..'leased', key)
@@ -87,48 +106,49 @@ local function remove(seq)
   end
   return m
 end
+-- Claims older than the window are pruned first (ZREMRANGEBYSCORE), so a claim still
+-- there is a repeat: one ZADD NX decides and claims.
 local function is_dup(mid, recv, cutoff)
-  local at = redis.call('ZSCORE', P..'seen', mid)
-  if at and tonumber(at) >= cutoff then return true end
-  redis.call('ZADD', P..'seen', num(recv), mid)
-  return false
+  return redis.call('ZADD', P..'seen', 'NX', num(recv), mid) == 0
 end
-local function rec(out, seq, x, b)
+local function rec(out, seq)
+  local got = redis.call('HMGET', P..'e', 'x'..seq, 'b'..seq)
   out[#out + 1] = seq
-  out[#out + 1] = redis.call('HGET', P..x, seq)
-  out[#out + 1] = redis.call('HGET', P..b, seq)
+  out[#out + 1] = got[1]
+  out[#out + 1] = got[2]
+end
+local function rec_held(out, seq)
+  out[#out + 1] = seq
+  out[#out + 1] = redis.call('HGET', P..'hx', seq)
+  out[#out + 1] = redis.call('HGET', P..'hb', seq)
 end
 local function opt(s) if s == '' then return false end return s end
 local function optnum(s) if s == '' then return false end return tonumber(s) end
 """
 
-# ARGV: receivedAt, window ms, limit, n, then per entry: messageId, client (0/1), kind,
-# key, eventType, eventTime|'', after|'', body. Returns {depth, stored 1/0 ...} or FULL.
+# ARGV: receivedAt, window ms, limit, the batch (see `batch`). Returns {depth, stored 1/0
+# ...} or FULL.
 APPEND = (
     _COMMON
     + r"""
-local recv, window, limit, n = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
+local recv, window, limit = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+local entries = batch(4)
 local depth = redis.call('ZCARD', P..'all')
-if depth + n > limit then
+if depth + #entries > limit then
   return redis.error_reply('FULL spool holds '..depth..' events, its bound is '..limit)
 end
 local cutoff = recv - window
 redis.call('ZREMRANGEBYSCORE', P..'seen', '-inf', '('..num(cutoff))
 local out = {0}
-for i = 0, n - 1 do
-  local a = 5 + i * 8
-  local mid, key, kind = ARGV[a], ARGV[a + 3], ARGV[a + 2]
-  if ARGV[a + 1] == '1' and is_dup(mid, recv, cutoff) then
-    out[#out + 1] = 0
-  else
-    local seq = tostring(redis.call('INCR', KEYS[1]))
-    local packed = cmsgpack.pack({mid, kind, key, ARGV[a + 4], recv, optnum(ARGV[a + 5]),
-                                  opt(ARGV[a + 6]), 0})
-    enqueue(seq, packed, ARGV[a + 7], key, kind)
-    out[#out + 1] = 1
-  end
+local fresh = {}
+for i, e in ipairs(entries) do
+  local dup = e[2] and is_dup(e[1], recv, cutoff)
+  out[i + 1] = dup and 0 or 1
+  if not dup then fresh[#fresh + 1] = e end
 end
-out[1] = redis.call('ZCARD', P..'all')
+local base = seqs(#fresh)
+for i, e in ipairs(fresh) do enqueue(tostring(base + i), e[5], e[6], e[4], e[3]) end
+out[1] = depth + #fresh
 return out
 """
 )
@@ -176,7 +196,7 @@ while taken < limit do
     redis.call('ZADD', P..'leased', expiry, best)
     redis.call('HSET', P..'lo', best, owner)
     redis.call('SADD', P..'own:'..owner, best)
-    rec(out, seq, 'x', 'b')
+    rec(out, seq)
     taken = taken + 1
   end
 end
@@ -208,8 +228,7 @@ ACK = (
     + r"""
 for _, seq in ipairs(ARGV) do
   if remove(seq) then
-    redis.call('HDEL', P..'x', seq)
-    redis.call('HDEL', P..'b', seq)
+    redis.call('HDEL', P..'e', 'x'..seq, 'b'..seq)
   end
 end
 return redis.call('ZCARD', P..'all')
@@ -225,7 +244,7 @@ for i = 2, #ARGV do
   local m = meta(seq)
   if m and redis.call('ZSCORE', P..'all', seq) then
     m[8] = m[8] + 1
-    redis.call('HSET', P..'x', seq, cmsgpack.pack(m))
+    redis.call('HSET', P..'e', 'x'..seq, cmsgpack.pack(m))
     if redis.call('LINDEX', P..'q:'..m[3], 0) == seq then
       unlease(m[3])
       redis.call('ZREM', P..'h:'..m[2], m[3])
@@ -260,7 +279,7 @@ DEAD_LETTERS = (
     + r"""
 local out = {}
 for _, seq in ipairs(redis.call('ZRANGE', P..'d', 0, tonumber(ARGV[1]) - 1)) do
-  rec(out, seq, 'x', 'b')
+  rec(out, seq)
   out[#out + 1] = redis.call('HGET', P..'dm', seq)
 end
 return out
@@ -282,11 +301,10 @@ for _, seq in ipairs(redis.call('ZRANGE', P..'d', 0, -1)) do
   local d = cmsgpack.unpack(redis.call('HGET', P..'dm', seq))
   if (wanted == nil or wanted[seq]) and (reason == '' or d[1] == reason) then
     local m = meta(seq)
-    local body = redis.call('HGET', P..'b', seq)
+    local body = redis.call('HGET', P..'e', 'b'..seq)
     redis.call('ZREM', P..'d', seq)
     redis.call('HDEL', P..'dm', seq)
-    redis.call('HDEL', P..'x', seq)
-    redis.call('HDEL', P..'b', seq)
+    redis.call('HDEL', P..'e', 'x'..seq, 'b'..seq)
     if redis.call('HINCRBY', P..'dr', d[1], -1) <= 0 then redis.call('HDEL', P..'dr', d[1]) end
     if replay then
       m[5] = now
@@ -306,7 +324,7 @@ PENDING = (
     + r"""
 local out = {}
 local seqs = redis.call('ZRANGEBYSCORE', P..'all', '('..ARGV[1], '+inf', 'LIMIT', 0, ARGV[2])
-for _, seq in ipairs(seqs) do rec(out, seq, 'x', 'b') end
+for _, seq in ipairs(seqs) do rec(out, seq) end
 return out
 """
 )
@@ -317,7 +335,7 @@ STATS = (
     + r"""
 local oldest = redis.call('ZRANGE', P..'all', 0, 0)
 local first = false
-if oldest[1] then first = redis.call('HGET', P..'x', oldest[1]) end
+if oldest[1] then first = redis.call('HGET', P..'e', 'x'..oldest[1]) end
 return {redis.call('ZCARD', P..'all'), redis.call('ZCOUNT', P..'leased', '('..ARGV[1], '+inf'),
         redis.call('ZCARD', P..'d'), first, redis.call('HLEN', P..'hx')}
 """
@@ -334,28 +352,26 @@ local function drop_held(seq)
 end
 """
 
-# ARGV: receivedAt, window ms, per visitor, max held, n, then entries as APPEND's.
+# ARGV: receivedAt, window ms, per visitor, max held, the batch as APPEND's.
 # Returns {dropped, stored 1/0 ...}.
 HOLD = (
     _COMMON
     + _HELD
     + r"""
 local recv, window = tonumber(ARGV[1]), tonumber(ARGV[2])
-local per_visitor, most, n = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
+local per_visitor, most = tonumber(ARGV[3]), tonumber(ARGV[4])
 local cutoff = recv - window
 redis.call('ZREMRANGEBYSCORE', P..'seen', '-inf', '('..num(cutoff))
 local out = {0}
 local visitors = {}
-for i = 0, n - 1 do
-  local a = 6 + i * 8
-  local mid, key = ARGV[a], ARGV[a + 3]
-  if ARGV[a + 1] == '1' and is_dup(mid, recv, cutoff) then
+for _, e in ipairs(batch(5)) do
+  local key = e[4]
+  if e[2] and is_dup(e[1], recv, cutoff) then
     out[#out + 1] = 0
   else
     local seq = tostring(redis.call('INCR', KEYS[1]))
-    redis.call('HSET', P..'hx', seq, cmsgpack.pack({mid, ARGV[a + 2], key, ARGV[a + 4], recv,
-               optnum(ARGV[a + 5]), opt(ARGV[a + 6]), 0}))
-    redis.call('HSET', P..'hb', seq, ARGV[a + 7])
+    redis.call('HSET', P..'hx', seq, e[5])
+    redis.call('HSET', P..'hb', seq, e[6])
     redis.call('RPUSH', P..'hv:'..key, seq)
     redis.call('ZADD', P..'hs', seq, seq)
     redis.call('ZADD', P..'ht', num(recv), seq)
@@ -384,37 +400,32 @@ HELD = (
     _COMMON
     + r"""
 local out = {}
-for _, seq in ipairs(redis.call('LRANGE', P..'hv:'..ARGV[1], 0, -1)) do rec(out, seq, 'hx', 'hb') end
+for _, seq in ipairs(redis.call('LRANGE', P..'hv:'..ARGV[1], 0, -1)) do rec_held(out, seq) end
 return out
 """
 )
 
-# ARGV: now, limit, visitor, contact, n released, released seqs, n entries, entries as
-# APPEND's (their client flag unused). Returns the depth, or FULL.
+# ARGV: now, limit, visitor, contact, released seqs (packed), the batch as APPEND's (their
+# client flag unused). Returns the depth, or FULL.
 IDENTIFY = (
     _COMMON
     + _HELD
     + r"""
 local now, limit, visitor = tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[3]
-local nrel = tonumber(ARGV[5])
-local n = tonumber(ARGV[6 + nrel])
+local entries = batch(6)
 local depth = redis.call('ZCARD', P..'all')
-if depth + n > limit then
+if depth + #entries > limit then
   return redis.error_reply('FULL spool holds '..depth..' events, its bound is '..limit)
 end
 redis.call('HSET', P..'vis', visitor, ARGV[4])
 redis.call('ZADD', P..'vist', num(now), visitor)
-for i = 6, 5 + nrel do
-  local h = redis.call('HGET', P..'hx', ARGV[i])
-  if h and cmsgpack.unpack(h)[3] == visitor then drop_held(ARGV[i]) end
+for _, seq in ipairs(cmsgpack.unpack(ARGV[5])) do
+  seq = tostring(seq)
+  local h = redis.call('HGET', P..'hx', seq)
+  if h and cmsgpack.unpack(h)[3] == visitor then drop_held(seq) end
 end
-for i = 0, n - 1 do
-  local a = 7 + nrel + i * 8
-  local key, kind = ARGV[a + 3], ARGV[a + 2]
-  local seq = tostring(redis.call('INCR', KEYS[1]))
-  enqueue(seq, cmsgpack.pack({ARGV[a], kind, key, ARGV[a + 4], now, optnum(ARGV[a + 5]),
-                              opt(ARGV[a + 6]), 0}), ARGV[a + 7], key, kind)
-end
+local base = seqs(#entries)
+for i, e in ipairs(entries) do enqueue(tostring(base + i), e[5], e[6], e[4], e[3]) end
 return redis.call('ZCARD', P..'all')
 """
 )

@@ -64,19 +64,19 @@ def _records(flat: list[Any]) -> list[Record]:
     return [_record(*flat[i : i + 3]) for i in range(0, len(flat), 3)]
 
 
-def _entry_args(entries: Sequence[EntryLike]) -> list[Any]:
-    args: list[Any] = []
+_encode = msgspec.msgpack.Encoder().encode
+
+
+def _batch(entries: Sequence[EntryLike], received_at: int) -> list[Any]:
+    """The entries as the scripts take them: one argument packing each entry's messageId,
+    client flag, kind and key, then per entry its stored fields, packed here (`false` for
+    a missing value: a Lua table cannot hold a nil), and its body. A script so unpacks one
+    argument and stores the rest as they come."""
+    args: list[Any] = [_encode([(e.message_id, e.client_id, e.kind, e.key) for e in entries])]
     for e in entries:
-        args += (
-            e.message_id,
-            1 if e.client_id else 0,
-            e.kind,
-            e.key,
-            e.event_type,
-            "" if e.event_time is None else e.event_time,
-            e.after or "",
-            e.body,
-        )
+        fields = (e.message_id, e.kind, e.key, e.event_type, received_at,
+                  False if e.event_time is None else e.event_time, e.after or False, 0)  # fmt: skip
+        args += (_encode(fields), e.body)
     return args
 
 
@@ -212,7 +212,7 @@ class RedisSpool(Spool):
     ) -> list[bool]:
         if not entries:
             return []
-        args = [received_at, self._window, self._limit(bound), len(entries), *_entry_args(entries)]
+        args = [received_at, self._window, self._limit(bound), *_batch(entries, received_at)]
         out = await self._write(self._append, args)
         self._depth = int(out[0])
         return [bool(x) for x in out[1:]]
@@ -329,8 +329,8 @@ class RedisSpool(Spool):
     ) -> tuple[list[bool], int]:
         if not entries:
             return [], 0
-        args = [received_at, self._window, per_visitor, self.max_events, len(entries)]
-        out = await self._write(self._hold, args + _entry_args(entries))
+        args = [received_at, self._window, per_visitor, self.max_events]
+        out = await self._write(self._hold, [*args, *_batch(entries, received_at)])
         return [bool(x) for x in out[1:]], int(out[0])
 
     async def held(self, visitor: str) -> list[Record]:
@@ -345,8 +345,9 @@ class RedisSpool(Spool):
         entries: Sequence[EntryLike] = (),
         bound: int | None = None,
     ) -> None:
-        args = [now, self._limit(bound), visitor, contact, len(release), *release, len(entries)]
-        self._depth = int(await self._write(self._identify, args + _entry_args(entries)))
+        args = [now, self._limit(bound), visitor, contact, _encode(list(release))]
+        args += _batch(entries, now)
+        self._depth = int(await self._write(self._identify, args))
 
     async def contact_of(self, visitor: str, since: int) -> bytes | None:
         got = await self._run(self._contact_of, [visitor])
