@@ -30,7 +30,8 @@ async def pipeline(tmp_path: Path, **overrides: Any) -> AsyncIterator[tuple[Runn
         StandIn(api_key=YESPO_KEY) as standin,
         running(delivering(tmp_path, standin.url, **overrides)) as c,
     ):
-        forwarder(c).probe_ms = (100, 400)
+        breaker = forwarder(c).breaker
+        breaker.auth_probe_ms = breaker.outage_probe_ms = (100, 400)
         yield c, standin
 
 
@@ -200,7 +201,7 @@ async def test_a_wrong_key_is_probed_on_schedule_however_many_events_come(
     tmp_path: Path,
 ) -> None:
     async with pipeline(tmp_path) as (c, standin):
-        forwarder(c).probe_ms = (500, 500)
+        forwarder(c).breaker.auth_probe_ms = (500, 500)
         standin.api_key = "rotated"
         await send(c, [page_view(0)])
         await eventually(lambda: _paused(c))
