@@ -338,3 +338,30 @@ async def test_order_events_can_also_or_instead_go_to_add_orders(tmp_path: Path,
         kinds = Counter(orjson.loads(r.raw)["eventTypeKey"] for r in standin.events)
         expected = {"orderDelivered": 3} | ({"orderCreated": 3} if mode == "both" else {})
         assert kinds == expected
+
+
+@pytest.mark.parametrize("max_rps", [0, 50])  # each half waits for a token under a ceiling
+async def test_a_whole_add_orders_request_refused_is_bisected_to_its_bad_orders(
+    tmp_path: Path, max_rps: float
+) -> None:
+    async with pipeline(tmp_path, yespo_max_rps=max_rps) as (c, standin):
+        # One bad order makes Yespo refuse the whole request it is in.
+        standin.faults = Faults(
+            reject_if=RejectIf("totalCost", "13", "bad cost", whole_request=True)
+        )
+        orders = [add_order(n) | ({"totalCost": 13} if n in (7, 31) else {}) for n in range(50)]
+        status, reply = await c.post("/api/v1/orders", {"orders": orders}, headers=BASIC)
+        assert (status, reply["failedOrders"]) == (200, [])
+        await standin.wait_for_orders(48)
+        await eventually(lambda: _depth_is(c, 0))
+        assert set(standin.latest_orders) == {f"A-{n}" for n in range(50)} - {"A-7", "A-31"}
+        dead = sorted(await spool(c).dead_letters(10), key=lambda d: d.record.seq)
+        assert [(d.reason, d.status, d.record.key) for d in dead] == [
+            ("rejected", 400, "order:A-7"),
+            ("rejected", 400, "order:A-31"),
+        ]
+        assert "bad cost (externalOrderId A-7)" in dead[0].detail
+        assert "bad cost (externalOrderId A-31)" in dead[1].detail
+        requests = standin.stats()["requests"]["/api/v1/orders"]
+        # the whole, then two halves per halving for each bad order (5 halvings: 25 to 1)
+        assert sum(requests.values()) <= 1 + 2 * 2 * 5, requests

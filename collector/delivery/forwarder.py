@@ -15,6 +15,8 @@ Guarantees (the end-to-end tests in tests/test_delivery*.py check each):
   breaker opens: sending stops but for one probe at a time, and the first answer closes
   it (`breaker.Breaker`). Entries that wait meanwhile count no attempts; one whose
   maximum age runs out during the outage is dead-lettered as "expired", not sent.
+* Add orders refusing a whole request (400) is split in halves and sent again until the
+  bad orders are alone: the rest is delivered, only those are dead-lettered.
 * One key's entries (one order, one contact) reach Yespo in the order they were
   accepted, retries included: the spool hands out only a key's head, and the head stays
   leased until its outcome is written. A failing entry holds back only its own key.
@@ -231,10 +233,19 @@ class Forwarder:
         self._observe(reply, record.key)
         self._settle(record, reply.outcome, reply)
 
-    async def _send_orders(self, records: list[Record]) -> None:
+    async def _send_orders(self, records: list[Record], *, whole: bool = True) -> None:
         reply = await self._reply(self.sink.send_orders([r.body for r in records]))
         self._observe(reply, records[0].key)
         outcome = reply.outcome
+        if outcome is Outcome.REJECTED and len(records) > 1:
+            if whole:
+                log.warning(
+                    "Add orders refused a request of %d orders (HTTP %s): sending it again in"
+                    " halves to find the bad ones: %s",
+                    len(records), reply.status, reply.body[:200],
+                )  # fmt: skip
+            await self._bisect(records)
+            return
         if outcome is not Outcome.DELIVERED:
             for r in records:
                 self._settle(r, outcome, reply)
@@ -252,6 +263,23 @@ class Forwarder:
                 self._settle(r, Outcome.DELIVERED, reply)
             else:
                 self._settle(r, Outcome.REJECTED, Reply(reply.status, reason))
+
+    async def _bisect(self, records: list[Record]) -> None:
+        """Yespo refused a whole request of orders, as one bad order makes it do: send each
+        half again, and each refused half in halves, down to single orders. The good ones
+        are delivered; only the bad ones are dead-lettered, each with Yespo's own answer.
+
+        Each half is a request and waits for its token of the rate limiter: k bad orders
+        among n cost about 2k*log2(n/k) requests, n single orders 2n-1 at the most."""
+        middle = (len(records) + 1) // 2
+        for part in (records[:middle], records[middle:]):
+            if not self.breaker.held:
+                await self._limiter.reserve(1)
+            if self.breaker.held:  # delivery stopped meanwhile: these wait until it goes on
+                now = self._clock()
+                self._done.retry.extend((r.seq, now) for r in part)
+                continue
+            await self._send_orders(part, whole=False)
 
     @staticmethod
     async def _reply(sending: Coroutine[None, None, Reply]) -> Reply:
