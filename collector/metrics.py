@@ -107,6 +107,11 @@ class Metrics:
             "1 while delivery is paused because Yespo refused the key.",
             registry=r,
         )
+        self.breaker_open = Gauge(
+            "delivery_breaker_open",
+            "1 while delivery is stopped because Yespo is unreachable (one probe at a time).",
+            registry=r,
+        )
         self.anonymous_held = Gauge(
             "anonymous_held_events",
             "Anonymous visitors' events waiting for the visitor to identify.",
