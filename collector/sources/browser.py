@@ -17,7 +17,7 @@ import hashlib
 import re
 from collections.abc import Callable
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import SplitResult, urlsplit
 
 from starlette.requests import Request
 from starlette.responses import Response
@@ -44,16 +44,32 @@ _BODY_KEYS = frozenset({"siteKey", "anonymousId", "batch", "v", "sentAt"})
 
 
 def request_origin(request: Request) -> str | None:
-    """The page's origin: the Origin header, else the Referer's scheme and host."""
+    """The page's origin: the Origin header, else the Referer's scheme and host; None when
+    the request names neither. Raises `Forbidden` for a value that is not a URL (no
+    browser sends one)."""
     origin = request.headers.get("origin")
     if origin and origin != "null":
-        return origin.rstrip("/")
+        origin = origin.rstrip("/")
+        parts = _split(origin)
+        if parts is None or not parts.scheme or not parts.netloc:
+            raise Forbidden("the Origin header is not an origin such as https://shop.example")
+        return origin
     referer = request.headers.get("referer")
     if referer:
-        parts = urlsplit(referer)
+        parts = _split(referer)
+        if parts is None:
+            raise Forbidden("the Referer header is not a URL")
         if parts.scheme and parts.netloc:
             return f"{parts.scheme}://{parts.netloc}"
     return None
+
+
+def _split(url: str) -> SplitResult | None:
+    # urlsplit raises ValueError on some malformed hosts ("http://[::1", odd Unicode).
+    try:
+        return urlsplit(url)
+    except ValueError:
+        return None
 
 
 def origin_allowed(origin: str, allowed: tuple[str, ...], request: Request) -> bool:
@@ -61,8 +77,10 @@ def origin_allowed(origin: str, allowed: tuple[str, ...], request: Request) -> b
         if entry == "*" or entry == origin:
             return True
         # "self": the collector's own host (the scheme may differ behind a TLS proxy).
-        if entry == "self" and urlsplit(origin).netloc == request.headers.get("host"):
-            return True
+        if entry == "self":
+            parts = _split(origin)
+            if parts is not None and parts.netloc == request.headers.get("host"):
+                return True
     return False
 
 
@@ -99,9 +117,15 @@ class Browser(Source):
 
     async def preflight(self, request: Request) -> Response:
         """OPTIONS: only needed for JSON bodies; text/plain (the script's) skips it."""
-        origin = request_origin(request)
-        if origin is None or not self._allowed_anywhere(origin, request):
-            return Response(status_code=403)
+        try:
+            origin = request_origin(request)
+            if origin is None:
+                raise Forbidden("no Origin: a CORS preflight comes from a page, which names it")
+            if not self._allowed_anywhere(origin, request):
+                raise Forbidden(f"no site key is allowed on {origin}")
+        except Forbidden as exc:
+            self.metrics.refused_requests.labels("web", "403").inc()
+            return json_response({"error": exc.message}, 403)
         headers = self._cors(origin)
         headers["Access-Control-Allow-Methods"] = "POST"
         headers["Access-Control-Allow-Headers"] = "Content-Type"
@@ -112,19 +136,20 @@ class Browser(Source):
 
     async def events(self, request: Request) -> Response:
         """POST {web_path}: a batch of one visitor's events from the tracking script."""
-        origin = request_origin(request)
+        origin: str | None = None  # the page's, once known: a refusal may go back to it
         allowed: str | None = None
         try:
+            origin = page = request_origin(request)
             data = parse_json(await read_body(request, MAX_WEB_BODY_BYTES))
             site_key, batch, given_id = self._envelope(data)
             origins = self.sites.get(site_key)
             if origins is None:
                 raise Forbidden(f"unknown site key {site_key!r}")
-            if origin is None:
+            if page is None:
                 raise Forbidden("no Origin or Referer: browsers send one, so this is not a page")
-            if not origin_allowed(origin, origins, request):
-                raise Forbidden(f"site key {site_key!r} is not allowed on {origin}")
-            allowed = origin
+            if not origin_allowed(page, origins, request):
+                raise Forbidden(f"site key {site_key!r} is not allowed on {page}")
+            allowed = page
             anonymous_id = given_id or self._cookie_id(request) or self._new_visitor_id()
             self._counters.received += len(batch)
             reply = await self.visitors.take(batch, anonymous_id)
@@ -142,7 +167,7 @@ class Browser(Source):
             anonymous_id,
             max_age=COOKIE_MAX_AGE_S,
             domain=self.settings.cookie_domain,
-            secure=origin.startswith("https:"),
+            secure=page.startswith("https:"),
             samesite="lax",
         )
         return response
