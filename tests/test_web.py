@@ -324,6 +324,7 @@ async def test_cors_preflight_is_answered_for_allowed_origins_only(web: Running)
     async with web.http.options(web.url + "/lib/y", headers=headers) as resp:
         assert resp.status == 403
         assert "Access-Control-Allow-Origin" not in resp.headers
+        assert (await resp.json())["error"] == "no site key is allowed on https://evil.example"
 
 
 async def test_the_visitor_id_lives_in_a_first_party_cookie(web: Running) -> None:

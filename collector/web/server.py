@@ -16,6 +16,7 @@ import gc
 import sys
 from typing import Any
 
+import orjson
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 
@@ -65,6 +66,7 @@ MAX_HEAD_BYTES = 64 * 1024
 # a client that sends part of a request, or nothing (each holds a socket).
 REQUEST_TIMEOUT_S = 30.0
 _SWEEP_EVERY_S = 1.0
+HEAD_TOO_LARGE = f"the request line and headers are over the limit of {MAX_HEAD_BYTES:,} bytes"
 
 
 class CorkedHttpToolsProtocol(HttpToolsProtocol):
@@ -99,7 +101,7 @@ class CorkedHttpToolsProtocol(HttpToolsProtocol):
                 self._head_of, self._head_bytes = cycle, 0
             self._head_bytes += len(data)
             if self._head_bytes > MAX_HEAD_BYTES and not self.transport.is_closing():
-                self._refuse(b"431 Request Header Fields Too Large")
+                self._refuse(431, "Request Header Fields Too Large", HEAD_TOO_LARGE)
 
     def _receiving(self) -> bool:
         """A request is on its way: nothing yet on a new connection, a head after the
@@ -111,11 +113,38 @@ class CorkedHttpToolsProtocol(HttpToolsProtocol):
             return self.timeout_keep_alive_task is None
         return cycle.more_body
 
-    def _refuse(self, status: bytes) -> None:
-        self.transport.write(
-            b"HTTP/1.1 " + status + b"\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
-        )
+    def _unsupported_upgrade_warning(self) -> None:
+        """Nothing to say: with ws="none" a request asking for a WebSocket (or any other
+        protocol) is answered as the plain HTTP request it also is. uvicorn logs two
+        warnings for each, one of them advice to install a WebSocket library: anyone could
+        fill the log with them."""
+
+    def _refuse(self, status: int, phrase: str, reason: str) -> None:
+        self.transport.write(refusal(status, phrase, reason))
         self.transport.close()
+
+
+def refusal(status: int, phrase: str, reason: str) -> bytes:
+    """A whole HTTP answer that closes the connection, with `reason` as the collector words
+    its refusals (`{"error": ...}`): the protocol answers before any endpoint is chosen."""
+    body = orjson.dumps({"error": reason})
+    head = f"HTTP/1.1 {status} {phrase}\r\ncontent-type: application/json\r\n"
+    head += f"content-length: {len(body)}\r\nconnection: close\r\n\r\n"
+    return head.encode() + body
+
+
+# How uvicorn runs the collector, in `collector serve` and in the tests alike.
+UVICORN_OPTIONS: dict[str, Any] = {
+    "http": CorkedHttpToolsProtocol,  # one write per response, bounded requests (above)
+    # No endpoint speaks WebSocket: an Upgrade request is answered as the plain HTTP
+    # request it also is, not handed to the websockets library (whose 403 had no body).
+    "ws": "none",
+    "access_log": False,  # one log line per event request would cost more than the request
+    "server_header": False,
+    # Nothing here reads the client's address or scheme (origins are checked by their
+    # Host, the access log is off), so X-Forwarded-* parsing would be work for nothing.
+    "proxy_headers": False,
+}
 
 
 _sweeping: set[asyncio.AbstractEventLoop] = set()
@@ -140,7 +169,8 @@ def _sweep_later(loop: asyncio.AbstractEventLoop, connections: set[Any]) -> None
             if stuck is None or stuck[0] is not protocol.cycle:
                 protocol._stuck = (protocol.cycle, now)
             elif now - stuck[1] > REQUEST_TIMEOUT_S:
-                protocol._refuse(b"408 Request Timeout")
+                reason = f"the request did not arrive whole within {REQUEST_TIMEOUT_S:g} s"
+                protocol._refuse(408, "Request Timeout", reason)
         if connections:
             loop.call_later(_SWEEP_EVERY_S, sweep)
         else:
