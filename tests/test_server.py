@@ -108,6 +108,44 @@ async def test_a_request_head_past_its_bound_is_refused_and_the_connection_close
         writer.close()
 
 
+HEAD = b"GET / HTTP/1.1\r\nHost: x\r\nX-Big: "
+
+
+@pytest.mark.parametrize(
+    "writes",
+    [
+        [HEAD + b"a" * 64 * 1024 + b"\r\n\r\n"],  # a whole head in one read
+        [HEAD + b"a" * 100_000 + b"\r\n\r\n"],
+        [HEAD + b"a" * 60_000, b"a" * 10_000 + b"\r\n\r\n"],  # its last read completes it
+        # behind a small request, in the same read as it, then finished by a small read
+        [b"GET / HTTP/1.1\r\nHost: x\r\n\r\n" + HEAD + b"a" * 60_000, b"a" * 10_000 + b"\r\n\r\n"],
+    ],
+    ids=["64KB-at-once", "100KB-at-once", "finished-by-a-small-read", "pipelined"],
+)
+async def test_a_request_head_past_its_bound_is_refused_however_its_bytes_arrive(
+    writes: list[bytes],
+) -> None:
+    async with serve(_hello) as url:
+        host, port = url.removeprefix("http://").split(":")
+        reader, writer = await asyncio.open_connection(host, int(port))
+        for data in writes:
+            writer.write(data)
+            await writer.drain()
+            await asyncio.sleep(0.05)  # one read each, as far as the loopback allows
+        answer = await _read_all(reader, 5)
+        if len(writes) == 2 and writes[0].startswith(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"):
+            first, _, answer = answer.partition(b"\r\n0\r\n\r\n")  # the small one's answer
+            assert first.startswith(b"HTTP/1.1 200"), first
+        assert answer.startswith(b"HTTP/1.1 431"), answer[:80]
+        assert "65,536 bytes" in _json_reason(answer)
+        writer.close()
+        # a request just under the bound is taken, however it arrives
+        reader, writer = await asyncio.open_connection(host, int(port))
+        writer.write(HEAD + b"a" * 60_000 + b"\r\nConnection: close\r\n\r\n")
+        assert (await _read_all(reader, 5)).startswith(b"HTTP/1.1 200")
+        writer.close()
+
+
 async def test_a_large_body_sent_after_its_head_is_no_head() -> None:
     # curl writes the head, then the body: the read that completes a 100 KB body is not
     # part of any head.

@@ -75,12 +75,17 @@ class CorkedHttpToolsProtocol(HttpToolsProtocol):
     (`REQUEST_TIMEOUT_S`, else 408 and the connection is closed).
 
     Both cost a request next to nothing: the head is counted only while it is incomplete
-    after a read (a whole request in one read, the usual case, is never counted), and
+    after a read, and a completed head is measured only when the reads it came in add up
+    to more than the bound (a request of a few KB in one read, the usual case, never is);
     one sweep per second for all connections watches for a request that stays unfinished.
     """
 
     _head_of: object = None  # the cycle before the head being counted
     _head_bytes = 0
+    # Bytes received since the start of the read in which the last head was completed: the
+    # next head to complete is within them, so while they are few it cannot be too large.
+    _window = 0
+    _read = 0  # the size of the read being parsed
     _stuck: tuple[object, float] | None = None  # (cycle, first seen unfinished), by sweep
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
@@ -93,6 +98,8 @@ class CorkedHttpToolsProtocol(HttpToolsProtocol):
         # uvicorn leaves `more_body` set on a request answered before its body was read
         # (a 401, 404 or 413): its later bytes count as a head then, not as a body.
         reading_body = cycle is not None and cycle.more_body and not cycle.response_complete
+        self._read = len(data)
+        self._window += self._read
         super().data_received(data)
         if self.cycle is cycle and not reading_body:
             # No body was being read and no head was completed by this read: a head is
@@ -102,6 +109,27 @@ class CorkedHttpToolsProtocol(HttpToolsProtocol):
             self._head_bytes += len(data)
             if self._head_bytes > MAX_HEAD_BYTES and not self.transport.is_closing():
                 self._refuse(431, "Request Header Fields Too Large", HEAD_TOO_LARGE)
+
+    def on_headers_complete(self) -> None:
+        # A head that arrived whole within reads that together pass the bound (one large
+        # read, or the last of several) is measured; it goes to an app that answers 431.
+        if self._window > MAX_HEAD_BYTES and self._head_size() > MAX_HEAD_BYTES:
+            app, self.app = self.app, _head_too_large
+            try:
+                super().on_headers_complete()
+            finally:
+                self.app = app
+        else:
+            super().on_headers_complete()
+        self._window = self._read  # the rest of this read may begin the next head
+
+    def _head_size(self) -> int:
+        """The bytes of the request line, the headers and the blank line after them, as
+        written without optional spaces ("GET /path HTTP/1.1", "Name: value")."""
+        size = len(self.parser.get_method()) + len(self.url) + 14
+        for name, value in self.headers:
+            size += len(name) + len(value) + 4
+        return size
 
     def _receiving(self) -> bool:
         """A request is on its way: nothing yet on a new connection, a head after the
@@ -122,6 +150,18 @@ class CorkedHttpToolsProtocol(HttpToolsProtocol):
     def _refuse(self, status: int, phrase: str, reason: str) -> None:
         self.transport.write(refusal(status, phrase, reason))
         self.transport.close()
+
+
+async def _head_too_large(scope: Any, receive: Any, send: Any) -> None:
+    """Answers a request whose head passed `MAX_HEAD_BYTES`, and closes the connection."""
+    body = orjson.dumps({"error": HEAD_TOO_LARGE})
+    headers = [
+        (b"content-type", b"application/json"),
+        (b"content-length", b"%d" % len(body)),
+        (b"connection", b"close"),
+    ]
+    await send({"type": "http.response.start", "status": 431, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
 
 
 def refusal(status: int, phrase: str, reason: str) -> bytes:
