@@ -181,8 +181,9 @@ UVICORN_OPTIONS: dict[str, Any] = {
     "ws": "none",
     "access_log": False,  # one log line per event request would cost more than the request
     "server_header": False,
-    # Nothing here reads the client's address or scheme (origins are checked by their
-    # Host, the access log is off), so X-Forwarded-* parsing would be work for nothing.
+    # uvicorn's X-Forwarded-* parsing stays off: only the browser endpoint's ceiling reads
+    # the client's address, and it believes X-Forwarded-For from COLLECTOR_TRUSTED_PROXIES
+    # only (web/ratelimit.py); nothing reads the scheme (origins are checked by their Host).
     "proxy_headers": False,
 }
 
