@@ -146,6 +146,27 @@ async def test_a_request_head_past_its_bound_is_refused_however_its_bytes_arrive
         writer.close()
 
 
+@pytest.mark.parametrize(
+    "request_bytes",
+    [
+        b"GET /h\x00z HTTP/1.1\r\nHost: x\r\n\r\n",
+        b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nhello!",
+        b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
+        b"\x16\x03\x01\x00\xa5\x01\x00\x00\xa1\x03\x03",  # TLS to the plain port
+    ],
+    ids=["nul-in-path", "two-lengths", "bad-chunk", "tls"],
+)
+async def test_a_request_that_is_not_http_gets_400_with_a_json_reason(request_bytes: bytes) -> None:
+    async with serve(_hello) as url:
+        host, port = url.removeprefix("http://").split(":")
+        reader, writer = await asyncio.open_connection(host, int(port))
+        writer.write(request_bytes)
+        answer = await _read_all(reader, 5)
+        assert answer.startswith(b"HTTP/1.1 400"), answer[:80]
+        assert _json_reason(answer) == "the request is not valid HTTP/1.1"
+        writer.close()
+
+
 async def test_a_large_body_sent_after_its_head_is_no_head() -> None:
     # curl writes the head, then the body: the read that completes a 100 KB body is not
     # part of any head.

@@ -141,6 +141,11 @@ class CorkedHttpToolsProtocol(HttpToolsProtocol):
             return self.timeout_keep_alive_task is None
         return cycle.more_body
 
+    def send_400_response(self, msg: str) -> None:
+        """Bytes the HTTP parser refuses (a NUL in the path, two Content-Lengths, TLS sent
+        to the plain port): uvicorn's answer is text; the collector's refusals are JSON."""
+        self._refuse(400, "Bad Request", "the request is not valid HTTP/1.1")
+
     def _unsupported_upgrade_warning(self) -> None:
         """Nothing to say: with ws="none" a request asking for a WebSocket (or any other
         protocol) is answered as the plain HTTP request it also is. uvicorn logs two
