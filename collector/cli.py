@@ -118,7 +118,7 @@ def serve(
     import uvicorn
 
     from .app import create_app
-    from .web.server import CorkedHttpToolsProtocol, tune_runtime
+    from .web.server import UVICORN_OPTIONS, tune_runtime
 
     settings = load_settings(
         host=host, port=port, spool_url=spool_url, log_level=log_level, forward=forward
@@ -130,13 +130,8 @@ def serve(
         host=settings.host,
         port=settings.port,
         log_level=settings.log_level,
-        access_log=False,  # one log line per event request would cost more than the request
-        server_header=False,
-        http=CorkedHttpToolsProtocol,  # one write per response (see web/server.py)
-        # Nothing here reads the client's address or scheme (origins are checked by their
-        # Host, the access log is off), so X-Forwarded-* parsing would be work for nothing.
-        proxy_headers=False,
         timeout_graceful_shutdown=10,
+        **UVICORN_OPTIONS,
     )
 
 

@@ -39,12 +39,13 @@ def _refusals(form: str, *statuses: int) -> dict[str, Any]:
         401: "missing or unknown key",
         403: "the site key is unknown or not allowed on the page's origin",
         413: "the body or the batch is over its limit",
+        429: "this client sent more than its request ceiling: retry after Retry-After",
         503: "nothing was stored: the spool or the collector cannot take it now; retry later",
     }
     out: dict[str, Any] = {}
     for status in statuses:
-        if status == 503:
-            out["503"] = _json(error, why[503], **{"Retry-After": "seconds to wait"})
+        if status in (429, 503):
+            out[str(status)] = _json(error, why[status], **{"Retry-After": "seconds to wait"})
         elif status == 401:
             out["401"] = _json(error, why[401], **{"WWW-Authenticate": "the scheme to use"})
         else:
@@ -272,14 +273,19 @@ def openapi(settings: Settings) -> dict[str, Any]:
                         {"oneOf": [_ref("BrowserReply"), _ref("Error")]},
                         "nothing accepted, or the body is not a batch",
                     ),
-                    **_refusals("error", 403, 413, 503),
+                    **_refusals("error", 403, 413, 429, 503),
                 },
             },
             "options": {
                 "summary": "CORS preflight (only JSON bodies need one)",
                 "responses": {
                     "204": {"description": "the origin is allowed"},
-                    "403": {"description": "the origin is allowed for no site key"},
+                    "403": _json(_ref("Error"), "the origin is allowed for no site key"),
+                    "429": _json(
+                        _ref("Error"),
+                        "this client sent more than its request ceiling",
+                        **{"Retry-After": "seconds to wait"},
+                    ),
                 },
             },
         },
