@@ -228,6 +228,16 @@ class VisitorStore(abc.ABC):
     async def contact_of(self, visitor: str, since: int) -> bytes | None:
         """The contact the visitor identified as at or after `since` (epoch ms), if any."""
 
+    async def contacts_of(self, visitors: Sequence[str], since: int) -> dict[str, bytes]:
+        """`contact_of` for many visitors at once (a Segment batch names many people): the
+        ones remembered. A backend overrides it to read them in one round trip."""
+        found = {}
+        for visitor in dict.fromkeys(visitors):
+            contact = await self.contact_of(visitor, since)
+            if contact is not None:
+                found[visitor] = contact
+        return found
+
     @abc.abstractmethod
     async def expire_held(self, held_before: int, visitors_before: int) -> int:
         """Delete held entries received before `held_before` and forget visitors identified

@@ -188,3 +188,12 @@ async def test_identify_releases_held_entries_of_the_other_names_of_a_person(
     assert await spool.held(V1) == []
     assert [r.message_id for r in await spool.held(V2)] == ["b2"]
     assert (await spool.stats()).held == 1
+
+
+async def test_many_visitors_contacts_are_read_at_once(spool: Spool) -> None:
+    await spool.identify(V1, CONTACT, T0)
+    await spool.identify(V2, b'{"email":"b@example.com"}', T0 + 10)
+    found = await spool.contacts_of([V1, V2, "visitor:nobody", V1], T0)
+    assert found == {V1: CONTACT, V2: b'{"email":"b@example.com"}'}
+    assert await spool.contacts_of([V1, V2], T0 + 5) == {V2: b'{"email":"b@example.com"}'}
+    assert await spool.contacts_of([], T0) == {}

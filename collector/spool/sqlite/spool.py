@@ -592,6 +592,9 @@ class SqliteSpool(LocalVisitorLocks, Spool):
     async def contact_of(self, visitor: str, since: int) -> bytes | None:
         return await self._sql(sql.contact_of, visitor, since)
 
+    async def contacts_of(self, visitors: Sequence[str], since: int) -> dict[str, bytes]:
+        return await self._sql(sql.contacts_of, list(visitors), since) if visitors else {}
+
     async def expire_held(self, held_before: int, visitors_before: int) -> int:
         return await self._sql(
             sql.expire_held, held_before, visitors_before, self.max_events,
