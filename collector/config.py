@@ -53,6 +53,9 @@ DEFAULT_ANONYMOUS_MAX_EVENTS = 200
 DEFAULT_ANONYMOUS_MAX_AGE_S = 7 * 24 * 3600
 # How long the collector remembers who an identified visitor is: the visitor cookie's life.
 DEFAULT_VISITOR_TTL_S = 365 * 24 * 3600
+# Segment: a remembered cart is forgotten this long after its last change. A month covers
+# Yespo's abandoned-cart flows, which act within days.
+DEFAULT_CART_TTL_S = 30 * 24 * 3600
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,6 +101,10 @@ class Settings:
     anonymous_max_age_s: int = DEFAULT_ANONYMOUS_MAX_AGE_S
     visitor_ttl_s: int = DEFAULT_VISITOR_TTL_S
     static_dir: str | None = None  # None: the package's own collector/static/
+    # Segment's HTTP Tracking API (collector/sources/segment/).
+    segment_write_keys: tuple[str, ...] = ()
+    segment_custom_events: bool = True
+    cart_ttl_s: int = DEFAULT_CART_TTL_S
     # Keys generated at start-up because none were configured (printed in the banner).
     generated_key: bool = field(default=False, compare=False)
 
@@ -124,6 +131,7 @@ class Settings:
             "port", "spool_max_events", "max_body_bytes", "max_batch_events", "max_in_flight",
             "yespo_concurrency", "yespo_timeout_s", "retry_base_ms", "retry_max_delay_s",
             "max_event_age_s", "anonymous_max_events", "anonymous_max_age_s", "visitor_ttl_s",
+            "cart_ttl_s",
         ):  # fmt: skip
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{ENV[name]} must be positive, got {getattr(self, name)}")
@@ -250,6 +258,9 @@ ENV: dict[str, str] = {
     "anonymous_max_age_s": "COLLECTOR_ANONYMOUS_MAX_AGE",
     "visitor_ttl_s": "COLLECTOR_VISITOR_TTL",
     "static_dir": "COLLECTOR_STATIC_DIR",
+    "segment_write_keys": "COLLECTOR_SEGMENT_WRITE_KEYS",
+    "segment_custom_events": "COLLECTOR_SEGMENT_CUSTOM_EVENTS",
+    "cart_ttl_s": "COLLECTOR_CART_TTL",
 }
 
 LOG_LEVELS = ("debug", "info", "warning", "error")
@@ -263,11 +274,11 @@ _INT = {
     "port", "spool_max_events", "dedup_window_s", "max_body_bytes", "max_batch_events",
     "max_in_flight",
     "yespo_concurrency", "retry_base_ms", "retry_max_delay_s", "max_event_age_s",
-    "anonymous_max_events", "anonymous_max_age_s", "visitor_ttl_s",
+    "anonymous_max_events", "anonymous_max_age_s", "visitor_ttl_s", "cart_ttl_s",
 }  # fmt: skip
 _FLOAT = {"yespo_max_rps", "yespo_timeout_s", "shutdown_timeout_s"}
-_LIST = {"api_keys", "key_value_order", "identifying_params"}
-_BOOL = {"check_order_total", "forward", "demo"}
+_LIST = {"api_keys", "key_value_order", "identifying_params", "segment_write_keys"}
+_BOOL = {"check_order_total", "forward", "demo", "segment_custom_events"}
 
 
 def _parse(name: str, var: str, raw: str) -> Any:

@@ -330,7 +330,8 @@ class Visitors:
 
 
 async def sweep_held(settings: Settings, spool: Spool, metrics: Metrics) -> int:
-    """Age out held events and remembered visitors; count and return what expired."""
+    """Age out held events, remembered visitors and carts; count and return the held
+    events that expired."""
     now = int(time.time() * 1000)
     expired = await spool.expire_held(
         now - settings.anonymous_max_age_s * 1000, now - settings.visitor_ttl_s * 1000
@@ -338,6 +339,9 @@ async def sweep_held(settings: Settings, spool: Spool, metrics: Metrics) -> int:
     if expired:
         metrics.anonymous_expired.labels("age").inc(expired)
         log.info("%d anonymous events expired: their visitors did not identify in time", expired)
+    carts = await spool.expire_carts(now - settings.cart_ttl_s * 1000, spool.max_events)
+    if carts:
+        log.info("%d remembered carts forgotten: unchanged for COLLECTOR_CART_TTL", carts)
     return expired
 
 
