@@ -13,6 +13,7 @@ from collector.normalize.segment import (
     CartChange,
     Mapped,
     Refused,
+    batch_sent_at,
     custom_type,
     event_time,
     map_call,
@@ -40,7 +41,9 @@ def test_timestamp_is_corrected_for_the_senders_clock_from_sent_at() -> None:
     # The device's clock is 1 h fast: it made the call at its 10:00:00 and sent it at its
     # 10:00:30; we received it at 09:00:31 by ours, so it happened at 09:00:01.
     raw = {"type": "page", "anonymousId": "a1", "timestamp": "2023-11-14T10:00:00Z"}
-    out = read_call(raw, None, "2023-11-14T10:00:30Z", 1_699_952_431_000)
+    sent_at = batch_sent_at("2023-11-14T10:00:30Z")
+    assert isinstance(sent_at, int)
+    out = read_call(raw, None, sent_at, 1_699_952_431_000)
     assert isinstance(out, Call)
     assert out.at == 1_699_952_401_000  # 2023-11-14T09:00:01Z
 
@@ -57,6 +60,14 @@ def test_original_timestamp_is_the_devices_time_when_given() -> None:
            "timestamp": 1_500_000_000_000, "sentAt": 1_000_000_002_000}  # fmt: skip
     out = read_call(raw, None, None, NOW)
     assert isinstance(out, Call) and out.at == NOW - 2_000
+    raw["originalTimestamp"] = None  # as good as not given: the timestamp counts
+    out = read_call(raw, None, None, NOW)
+    assert isinstance(out, Call) and out.at == NOW - (1_000_000_002_000 - 1_500_000_000_000)
+
+
+def test_an_unreadable_batch_sent_at_is_every_calls_refusal() -> None:
+    refused = batch_sent_at("tuesday")
+    assert isinstance(refused, Refused) and refused.detail.startswith("sentAt: must be")
 
 
 @pytest.mark.parametrize(

@@ -7,6 +7,7 @@ from __future__ import annotations
 import base64
 import datetime
 import gzip
+import json
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -189,6 +190,23 @@ async def test_a_call_over_32_kb_is_400_alone_and_rejected_in_a_batch(seg: Runni
     [kept] = await spool(seg).rejected(10)
     assert (kept.reason, kept.message_id) == ("too_large", "big")
     assert [h.message_id for h in await spool(seg).held("segment:u:u1")] == ["small"]
+
+
+async def test_a_call_nested_too_deeply_for_json_writers_is_rejected_not_an_error(
+    seg: Running,
+) -> None:
+    deep: Any = 1
+    for _ in range(300):  # orjson reads 1024 levels, but writes 254
+        deep = [deep]
+    calls = [track("deep", "Signed Up", user="u1", deep=deep),
+             track("wide", "Signed Up", user="u1", note="x" * 40_000)]  # fmt: skip
+    body = json.dumps({"batch": calls}).encode()  # orjson writes no more than 254 levels
+    status, reply, _ = await post(seg, "/v1/batch", body, raw=True)
+    assert (status, reply) == (200, {"success": True})
+    assert [(r.message_id, r.reason) for r in await spool(seg).rejected(10)] == [
+        ("deep", "invalid"),
+        ("wide", "too_large"),
+    ]
 
 
 async def test_a_full_spool_is_503_with_retry_after_and_stores_nothing(tmp_path: Path) -> None:

@@ -14,6 +14,7 @@ label) and what exactly is wrong.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import re
 from collections.abc import Callable
@@ -47,9 +48,12 @@ class Refused:
     detail: str
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Call:
-    """One Segment call, checked. Ids are strings (Segment takes numbers too)."""
+    """One Segment call, checked. Ids are strings (Segment takes numbers too).
+
+    Not frozen, though nothing changes one after it is made: one is made per call, and a
+    frozen dataclass sets each field through object.__setattr__ (as `Normalized` notes)."""
 
     type: str  # one of CALL_TYPES
     message_id: str | None  # the sender's, made fit for deduplication; None if it gave none
@@ -124,11 +128,20 @@ def _time(value: object, name: str) -> int | None:
     return ms
 
 
+def batch_sent_at(value: object) -> int | Refused | None:
+    """A batch's `sentAt` (read once for all its calls)."""
+    try:
+        return _time(value, "sentAt")
+    except _Invalid as exc:
+        return Refused("invalid", str(exc))
+
+
 def read_call(
-    raw: object, call_type: str | None, sent_at: object, received_at: int
+    raw: object, call_type: str | None, sent_at: int | None, received_at: int
 ) -> Call | Refused:
     """One call: from /v1/batch (`call_type` None: the call's own `type`) or from its own
-    endpoint (`call_type` from the path). `sent_at` is the batch's, for calls without one."""
+    endpoint (`call_type` from the path). `sent_at` is the batch's (`batch_sent_at`), for
+    calls without one of their own."""
     if not isinstance(raw, dict):
         return Refused("invalid", f"a call must be a JSON object, got {describe(raw)}")
     kind = call_type or raw.get("type")
@@ -142,7 +155,7 @@ def read_call(
         return Refused("invalid", str(exc))
 
 
-def _read(raw: dict[str, Any], kind: str, sent_at: object, received_at: int) -> Call | Refused:
+def _read(raw: dict[str, Any], kind: str, sent_at: int | None, received_at: int) -> Call | Refused:
     user_id, anonymous_id = _id(raw, "userId"), _id(raw, "anonymousId")
     previous_id = _id(raw, "previousId")
     if kind == "alias":
@@ -157,8 +170,14 @@ def _read(raw: dict[str, Any], kind: str, sent_at: object, received_at: int) -> 
     )
     # originalTimestamp, when a sender gives it, is the device's time of the call; else
     # the call's timestamp is (Segment's SDKs send only that).
-    original = _time(raw.get("originalTimestamp", raw.get("timestamp")), "timestamp")
-    sent = _time(raw.get("sentAt", sent_at), "sentAt")
+    given = raw.get("originalTimestamp")
+    original = (
+        _time(raw.get("timestamp"), "timestamp")
+        if given is None
+        else _time(given, "originalTimestamp")
+    )
+    own = raw.get("sentAt")
+    sent = sent_at if own is None else _time(own, "sentAt")
     event = raw.get("event")
     if kind == "track" and (not isinstance(event, str) or not event.strip()):
         raise _Invalid(f"track needs the event's name, got {describe(event)}")
@@ -190,7 +209,7 @@ class CartChange:
     lines: tuple[dict[str, Any], ...] = ()
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Mapped:
     """The inbound event a call becomes (its `type` and `properties`; the caller adds the
     messageId, the time and the contact) and what it does to the cart. A cartUpdated's
@@ -409,8 +428,10 @@ TRACKED: dict[str, tuple[str, Mapper]] = {
     "order cancelled":         ("orderCancelled", _order_cancelled),
     "order refunded":          ("orderCancelled", _order_cancelled),
 }  # fmt: skip
+_CART_MAPPERS = frozenset({_product_added, _product_removed, _cart_viewed, _order_completed})
 
 
+@functools.lru_cache(maxsize=1024)  # a shop sends a few dozen names, over and over
 def spec_name(event: str) -> str:
     """`Product Added`, `product_added` and `Product  added` are one event of the spec."""
     return " ".join(event.replace("_", " ").lower().split())
@@ -433,6 +454,14 @@ def _custom(call: Call, event_type: str) -> Mapped | Refused:
     # Yespo; the contact comes from identify, so such properties are left out.
     props = {k: v for k, v in call.properties.items() if str(k).lower() not in IDENTIFIER_PARAMS}
     return Mapped(event_type, props)
+
+
+def changes_cart(call: Call) -> bool:
+    """Whether the call changes (or shows) the shopper's remembered cart."""
+    if call.type != "track" or call.event is None:
+        return False
+    found = TRACKED.get(spec_name(call.event))
+    return found is not None and found[1] in _CART_MAPPERS
 
 
 def map_call(call: Call, custom_events: bool = True) -> Mapped | Refused | None:

@@ -33,7 +33,14 @@ from starlette.responses import Response
 from ...config import Settings
 from ...errors import BadRequest, PayloadTooLarge, SpoolFull, Unauthorized
 from ...metrics import Metrics
-from ...normalize.segment import MAX_CALL_BYTES, MAX_REQUEST_BYTES, Call, Refused, read_call
+from ...normalize.segment import (
+    MAX_CALL_BYTES,
+    MAX_REQUEST_BYTES,
+    Call,
+    Refused,
+    batch_sent_at,
+    read_call,
+)
 from ...spool import Rejected, Spool
 from ...web.auth import ApiKeys
 from ...web.http import ErrorForm, parse_json, read_body
@@ -82,6 +89,19 @@ def inflate(body: bytes, limit: int) -> bytes:
     return data
 
 
+def _too_large(call: object) -> Refused | None:
+    """A call of a batch over Segment's 32 KB, written out as JSON."""
+    try:
+        size = len(orjson.dumps(call))
+    except TypeError:  # nested deeper than any JSON writer goes (orjson: 254 levels)
+        return Refused("invalid", "the call is nested too deeply to be written as JSON")
+    return (
+        Refused("too_large", f"{size} bytes, over Segment's 32 KB")
+        if size > MAX_CALL_BYTES
+        else None
+    )
+
+
 class Segment(Source):
     """Segment's endpoints, bound to one spool."""
 
@@ -127,10 +147,14 @@ class Segment(Source):
                     "send the write key as Basic auth's user name, or as writeKey in the body"
                 )
             self._check(key.encode())
+        sent_at: int | Refused | None = None
         if call_type is None:
-            calls, sent_at = self._batch(data)
+            calls, batch_sent = self._batch(data)
+            # An unreadable sentAt spoils the time of every call of the batch: each is
+            # rejected with it (a 400 would make the SDK drop the batch unseen).
+            sent_at = batch_sent_at(batch_sent)
         else:
-            calls, sent_at = [data], None
+            calls = [data]
         await self._take(calls, call_type, sent_at, len(body))
         return Response(_SUCCESS, media_type="application/json")
 
@@ -190,40 +214,70 @@ class Segment(Source):
     # -- the calls ------------------------------------------------------------------------
 
     async def _take(
-        self, calls: list[Any], call_type: str | None, sent_at: object, body_size: int
+        self,
+        calls: list[Any],
+        call_type: str | None,
+        sent_at: int | Refused | None,
+        body_size: int,
     ) -> None:
         now = int(time.time() * 1000)
         read: list[tuple[Any, Call | Refused]] = []
         for raw in calls:
             # Only a body over 32 KB can hold a call over 32 KB: measured only then.
-            size = len(orjson.dumps(raw)) if body_size > MAX_CALL_BYTES else 0
-            if size > MAX_CALL_BYTES:
-                read.append((raw, Refused("too_large", f"{size} bytes, over Segment's 32 KB")))
+            too_large = _too_large(raw) if body_size > MAX_CALL_BYTES else None
+            if too_large is not None:
+                read.append((raw, too_large))
+            elif isinstance(sent_at, Refused):
+                read.append((raw, sent_at))
             else:
                 read.append((raw, read_call(raw, call_type, sent_at, now)))
         taken = [c for _, c in read if isinstance(c, Call)]
+        by_type: dict[str, int] = {}
         for call in taken:
-            self.metrics.segment_calls.labels(call.type).inc()
+            by_type[call.type] = by_type.get(call.type, 0) + 1
+        for kind, count in by_type.items():
+            self.metrics.segment_calls.labels(kind).inc(count)
         events = sum(1 for c in taken if c.type in ("track", "page", "screen"))
         if events > self.spool.room():
             raise SpoolFull(f"no room for the {events} events of this request")
         keys = [k for call in taken for k in names(call)]
-        lock_keys = set(keys)
+        people = People(self.holding, now, self.settings.segment_custom_events)
+        await people.load(keys)
+        if people.lockless(taken):
+            await self._take_all(people, read)
+        else:
+            people = await self._take_locked(people.lock_keys(keys), keys, read, now)
+        await people.flush()  # known people's events: other requests need not wait for it
+        await self._settle(people, len(calls))
+
+    async def _take_locked(
+        self, lock_keys: set[str], keys: list[str], read: list[tuple[Any, Call | Refused]], now: int
+    ) -> People:
+        """The calls, under the locks of the people they name, read again under them. When
+        that reading finds names linked to people not locked (an alias meanwhile), the
+        locks are taken again with theirs."""
         for attempt in range(_LOCK_TRIES):
             people = People(self.holding, now, self.settings.segment_custom_events)
             async with locked(self.holding, lock_keys):
                 await people.load(keys)
                 need = people.lock_keys(keys)
-                if need <= lock_keys or attempt == _LOCK_TRIES - 1:
-                    for raw, read_as in read:
-                        if isinstance(read_as, Refused):
-                            people.refuse(raw, read_as)
-                        else:
-                            await people.take(read_as, raw)
-                    await people.flush()
-                    break
+                done = need <= lock_keys or attempt == _LOCK_TRIES - 1
+                if done:
+                    await self._take_all(people, read)
+                    if people.needs_lock():
+                        await people.flush()
+            if done:
+                break
             lock_keys |= need
-        await self._settle(people, len(calls))
+        return people
+
+    @staticmethod
+    async def _take_all(people: People, read: list[tuple[Any, Call | Refused]]) -> None:
+        for raw, read_as in read:
+            if isinstance(read_as, Refused):
+                people.refuse(raw, read_as)
+            else:
+                await people.take(read_as, raw)
 
     async def _settle(self, people: People, received: int) -> None:
         """Keep and count what the request's calls became."""
