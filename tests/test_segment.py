@@ -266,6 +266,16 @@ async def test_alias_before_identify_makes_the_visitors_calls_wait_for_the_user(
     assert [e["page"][-4:] for e in await queued(seg)] == ['/1"}', '/2"}']
 
 
+async def test_alias_of_an_older_user_id_brings_its_waiting_calls_along(seg: Running) -> None:
+    await batch(seg, page("p1", "https://s.example/1", user="old-id"))
+    await batch(seg, {"type": "alias", "previousId": "old-id", "userId": "u1", "messageId": "al"})
+    await batch(seg, page("p2", "https://s.example/2", user="old-id"))
+    await batch(seg, identify("i1", user="u1", email="jane@s.example"))
+    events = await queued(seg)
+    assert [e["page"][-4:] for e in events] == ['/1"}', '/2"}']
+    assert {e["externalCustomerId"] for e in events} == {"u1"}
+
+
 async def test_alias_to_a_known_user_releases_the_visitors_calls_with_its_contact(
     seg: Running,
 ) -> None:

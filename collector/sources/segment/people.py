@@ -155,26 +155,20 @@ class People:
             self._remembered[main] = contact
         link = orjson.dumps({SAME_AS: main})
         for other in others:
-            if contact is None:
-                await self._move_held(other, main)
-            await self.spool.identify(other, link, self.now)
+            held = [] if contact is not None else await self.spool.held(other)
+            if held:
+                # Their messageIds were claimed when they were first held: copies claim
+                # none. (A crash between the two commits leaves both: at least once.)
+                copies = [
+                    Normalized(r.message_id, False, "held", main, r.event_type, r.event_time,
+                               r.body)
+                    for r in held
+                ]  # fmt: skip
+                _, dropped = await self.spool.hold(copies, self.now, self.holding.per_visitor)
+                if dropped:
+                    self.holding.metrics.anonymous_expired.labels("count").inc(dropped)
+            await self.spool.identify(other, link, self.now, [r.seq for r in held])
             self._remembered[other] = {SAME_AS: main}
-
-    async def _move_held(self, source: str, main: str) -> None:
-        held = await self.spool.held(source)
-        if not held:
-            return
-        # Their messageIds were claimed when they were first held: copies claim none.
-        copies = [
-            Normalized(r.message_id, False, "held", main, r.event_type, r.event_time, r.body)
-            for r in held
-        ]
-        _, dropped = await self.spool.hold(copies, self.now, self.holding.per_visitor)
-        if dropped:
-            self.holding.metrics.anonymous_expired.labels("count").inc(dropped)
-        await self.spool.identify(
-            source, orjson.dumps({SAME_AS: main}), self.now, [r.seq for r in held]
-        )
 
     # -- carts ------------------------------------------------------------------------------
 
@@ -278,13 +272,12 @@ class People:
     async def _alias(self, call: Call) -> None:
         main_name, *previous = names(call)
         main = self.root(main_name)
-        # previousId is the older userId if one is remembered, else an anonymousId.
-        user, anonymous = previous
-        other = self.root(user) if user in self._remembered else self.root(anonymous)
-        contact = self.contact(main) or self.contact(other)
-        for key in (main, other):
+        # previousId is an anonymousId or an older userId: both its names join the user.
+        others = [self.root(k) for k in previous]
+        contact = self.contact(main) or next(filter(None, map(self.contact, others)), None)
+        for key in (main, *others):
             await self.cart(key)
-        await self.tie(main, [other], contact)
+        await self.tie(main, others, contact)
 
     async def _person(self, call: Call) -> tuple[str, dict[str, Any] | None]:
         """The call's main key and contact. A call that names two people's keys ties them
