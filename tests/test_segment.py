@@ -4,6 +4,7 @@ people held until they identify, carts, and what becomes of calls that cannot be
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import datetime
 import gzip
@@ -17,9 +18,11 @@ from typing import Any
 import orjson
 import pytest
 
+from collector.sources.segment import PATHS
 from collector.spool import Spool
 
 from .conftest import Running, make_settings, running
+from .test_overload import half_sent
 
 WRITE_KEY = "wk-test"
 BASIC = {"Authorization": "Basic " + base64.b64encode(f"{WRITE_KEY}:".encode()).decode()}
@@ -218,6 +221,18 @@ async def test_a_full_spool_is_503_with_retry_after_and_stores_nothing(tmp_path:
         assert status == 503 and "try again later" in reply["message"]
         assert heads["Retry-After"] == "5"
         assert await spool(c).pending(10) == []
+
+
+async def test_segment_requests_count_toward_the_ingest_bound_and_hear_503_at_once(
+    tmp_path: Path,
+) -> None:
+    settings = make_settings(tmp_path, segment_write_keys=(WRITE_KEY,), max_in_flight=2)
+    async with running(settings) as c, half_sent(c.url), half_sent(c.url):
+        await asyncio.sleep(0.2)  # both are in hand, waiting for their bodies
+        for path in PATHS:
+            status, reply, heads = await post(c, path, {"batch": []})
+            assert (status, heads["Retry-After"]) == (503, "1")
+            assert reply["message"].startswith("events not stored, try again later")
 
 
 async def test_a_repeated_message_id_is_stored_once(seg: Running) -> None:
