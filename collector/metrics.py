@@ -125,7 +125,9 @@ class Metrics:
             registry=r,
         )
         self.identified = Counter(
-            "identified_visitors", "identify calls from browsers that named a contact.", registry=r
+            "identified_visitors",
+            "identify calls (browsers', Segment's) that named a contact.",
+            registry=r,
         )
         self.segment_calls = Counter(
             "segment_calls", "Segment calls received, by type (track, page, ...).", ["type"],
