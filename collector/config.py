@@ -60,6 +60,9 @@ DEFAULT_VISITOR_TTL_S = 365 * 24 * 3600
 # for the demo and tests. One machine flooding the endpoint is held to 20 a second.
 DEFAULT_WEB_RATE = 20.0
 DEFAULT_WEB_BURST = 200
+# Segment: a remembered cart is forgotten this long after its last change. A month covers
+# Yespo's abandoned-cart flows, which act within days.
+DEFAULT_CART_TTL_S = 30 * 24 * 3600
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,6 +111,10 @@ class Settings:
     web_rate: float = DEFAULT_WEB_RATE  # requests a second per client address; 0: no ceiling
     web_burst: int = DEFAULT_WEB_BURST
     trusted_proxies: tuple[str, ...] = ()  # whose X-Forwarded-For names the client
+    # Segment's HTTP Tracking API (collector/sources/segment/).
+    segment_write_keys: tuple[str, ...] = ()
+    segment_custom_events: bool = True
+    cart_ttl_s: int = DEFAULT_CART_TTL_S
     # Keys generated at start-up because none were configured (printed in the banner).
     generated_key: bool = field(default=False, compare=False)
 
@@ -145,6 +152,7 @@ class Settings:
             "yespo_concurrency", "yespo_timeout_s", "retry_base_ms", "retry_max_delay_s",
             "max_event_age_s", "anonymous_max_events", "anonymous_max_age_s", "visitor_ttl_s",
             "web_burst",
+            "cart_ttl_s",
         ):  # fmt: skip
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{ENV[name]} must be positive, got {getattr(self, name)}")
@@ -274,6 +282,9 @@ ENV: dict[str, str] = {
     "web_rate": "COLLECTOR_WEB_RATE",
     "web_burst": "COLLECTOR_WEB_BURST",
     "trusted_proxies": "COLLECTOR_TRUSTED_PROXIES",
+    "segment_write_keys": "COLLECTOR_SEGMENT_WRITE_KEYS",
+    "segment_custom_events": "COLLECTOR_SEGMENT_CUSTOM_EVENTS",
+    "cart_ttl_s": "COLLECTOR_CART_TTL",
 }
 
 LOG_LEVELS = ("debug", "info", "warning", "error")
@@ -287,11 +298,17 @@ _INT = {
     "port", "spool_max_events", "dedup_window_s", "max_body_bytes", "max_batch_events",
     "max_in_flight",
     "yespo_concurrency", "retry_base_ms", "retry_max_delay_s", "max_event_age_s",
-    "anonymous_max_events", "anonymous_max_age_s", "visitor_ttl_s", "web_burst",
+    "anonymous_max_events", "anonymous_max_age_s", "visitor_ttl_s", "web_burst", "cart_ttl_s",
 }  # fmt: skip
 _FLOAT = {"yespo_max_rps", "yespo_timeout_s", "shutdown_timeout_s", "web_rate"}
-_LIST = {"api_keys", "key_value_order", "identifying_params", "trusted_proxies"}
-_BOOL = {"check_order_total", "forward", "demo"}
+_LIST = {
+    "api_keys",
+    "key_value_order",
+    "identifying_params",
+    "trusted_proxies",
+    "segment_write_keys",
+}
+_BOOL = {"check_order_total", "forward", "demo", "segment_custom_events"}
 
 
 def _parse(name: str, var: str, raw: str) -> Any:

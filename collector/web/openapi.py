@@ -15,6 +15,8 @@ from .. import __version__
 from ..config import Settings
 
 JSON = "application/json"
+# Segment's call types, each with its own endpoint beside /v1/batch.
+_SEGMENT_TYPES = ("track", "page", "screen", "identify", "alias", "group")
 
 
 def _ref(name: str) -> dict[str, str]:
@@ -185,6 +187,44 @@ def _schemas() -> dict[str, Any]:
                 "anonymousId": text,
             },
         },
+        "SegmentCall": {
+            "type": "object",
+            "description": "One Segment call (track, page, screen, identify, alias or group),"
+            " as Segment's HTTP Tracking API takes it: docs/segment.md.",
+            "properties": {
+                "type": {"enum": list(_SEGMENT_TYPES)},
+                "messageId": text,
+                "userId": {"type": ["string", "number"]},
+                "anonymousId": {"type": ["string", "number"]},
+                "previousId": {"type": ["string", "number"]},
+                "groupId": {"type": ["string", "number"]},
+                "event": text,
+                "name": text,
+                "properties": {"type": "object"},
+                "traits": {"type": "object"},
+                "context": {"type": "object"},
+                "integrations": {"type": "object"},
+                "timestamp": text,
+                "originalTimestamp": text,
+                "sentAt": text,
+            },
+        },
+        "SegmentBatch": {
+            "type": "object",
+            "required": ["batch"],
+            "properties": {
+                "batch": {"type": "array", "items": _ref("SegmentCall")},
+                "sentAt": text,
+                "writeKey": text,
+                "context": {"type": "object"},
+                "integrations": {"type": "object"},
+            },
+        },
+        "SegmentSuccess": {
+            "type": "object",
+            "required": ["success"],
+            "properties": {"success": {"const": True}},
+        },
         "Health": {
             "type": "object",
             "required": ["status", "version"],
@@ -202,6 +242,48 @@ def _schemas() -> dict[str, Any]:
             },
         },
     }
+
+
+def _segment() -> dict[str, Any]:
+    """Segment's HTTP Tracking API: /v1/batch and one endpoint per call type."""
+    writekey: list[dict[str, list[str]]] = [{"writekey": []}]
+    answers = {
+        "200": _json(
+            _ref("SegmentSuccess"),
+            "taken; a call that cannot become a Yespo event is kept in the rejected log",
+        ),
+        "400": _json(_ref("Message"), "not JSON, not a call or a batch, or over Segment's limits"),
+        **_refusals("message", 401, 503),
+    }
+    gzip = "Content-Encoding: gzip is taken; the body inflates to at most 500 KB."
+    paths = {
+        "/v1/batch": {
+            "post": {
+                "summary": "Segment's batch: calls of any type, at most 500 KB, 32 KB each",
+                "description": gzip,
+                "security": writekey,
+                "requestBody": {
+                    "required": True,
+                    "content": {JSON: {"schema": _ref("SegmentBatch")}},
+                },
+                "responses": answers,
+            }
+        }
+    }
+    for call in _SEGMENT_TYPES:
+        paths[f"/v1/{call}"] = {
+            "post": {
+                "summary": f"One Segment {call} call, at most 32 KB",
+                "description": gzip,
+                "security": writekey,
+                "requestBody": {
+                    "required": True,
+                    "content": {JSON: {"schema": _ref("SegmentCall")}},
+                },
+                "responses": answers,
+            }
+        }
+    return paths
 
 
 def openapi(settings: Settings) -> dict[str, Any]:
@@ -256,6 +338,7 @@ def openapi(settings: Settings) -> dict[str, Any]:
                 },
             }
         },
+        **_segment(),
         web: {
             "post": {
                 "summary": "The tracking script's events: one visitor's batch",
@@ -348,6 +431,12 @@ def openapi(settings: Settings) -> dict[str, Any]:
             "securitySchemes": {
                 "bearer": {"type": "http", "scheme": "bearer"},
                 "basic": {"type": "http", "scheme": "basic"},
+                "writekey": {
+                    "type": "http",
+                    "scheme": "basic",
+                    "description": "A Segment write key as the user name, no password"
+                    " (or writeKey in the body).",
+                },
             },
         },
     }
