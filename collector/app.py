@@ -26,6 +26,8 @@ from .errors import CollectorError, DeliveryClaimed, Overloaded
 from .metrics import Metrics
 from .sources.browser import Browser
 from .sources.events_api import EventsApi
+from .sources.segment import PATHS as SEGMENT_PATHS
+from .sources.segment import SEGMENT, Segment
 from .sources.visitors import sweep_forever
 from .sources.yespo_compat import YespoCompat
 from .spool import Spool, open_spool
@@ -130,8 +132,9 @@ def create_app(settings: Settings, spool: Spool | None = None) -> Starlette:
     events_api = EventsApi(settings, spool, metrics, notify)
     yespo = YespoCompat(settings, spool, metrics, notify)
     browser = Browser(settings, spool, metrics, notify)
+    segment = Segment(settings, spool, metrics, notify)
     assets = Assets(settings)
-    sources = (events_api, yespo, browser)
+    sources = (events_api, yespo, browser, segment)
 
     def flush_counters() -> None:
         for source in sources:
@@ -203,6 +206,7 @@ def create_app(settings: Settings, spool: Spool | None = None) -> Starlette:
         ("/api/v2/event", YESPO, yespo.event),
         ("/api/v1/orders", YESPO, yespo.orders),
         (settings.web_path, OWN, browser.events),
+        *((path, SEGMENT, segment.endpoint(path)) for path in SEGMENT_PATHS),
     ]
     ingest = {"/v1/events": OWN, **{path: form for path, form, _ in ingest_routes}}
     routes = [

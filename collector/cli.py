@@ -118,7 +118,7 @@ def serve(
     import uvicorn
 
     from .app import create_app
-    from .web.server import CorkedHttpToolsProtocol, tune_runtime
+    from .web.server import UVICORN_OPTIONS, tune_runtime
 
     settings = load_settings(
         host=host, port=port, spool_url=spool_url, log_level=log_level, forward=forward
@@ -130,13 +130,8 @@ def serve(
         host=settings.host,
         port=settings.port,
         log_level=settings.log_level,
-        access_log=False,  # one log line per event request would cost more than the request
-        server_header=False,
-        http=CorkedHttpToolsProtocol,  # one write per response (see web/server.py)
-        # Nothing here reads the client's address or scheme (origins are checked by their
-        # Host, the access log is off), so X-Forwarded-* parsing would be work for nothing.
-        proxy_headers=False,
         timeout_graceful_shutdown=10,
+        **UVICORN_OPTIONS,
     )
 
 
@@ -221,14 +216,14 @@ def _with_spool(spool_url: str | None, work: Callable[[Spool], Awaitable[T]]) ->
 @spool.command(short_help="Waiting events, oldest age, dead letters by reason.")
 @spool_url_option
 def status(spool_url: str | None) -> None:
-    """Waiting events, oldest event age, held events, dead letters by reason.
+    """Waiting events, oldest event age, held events, dead letters and rejected calls by reason.
 
     (What is in flight lives in the forwarder's memory, not in the file.)"""
 
-    async def work(s: Spool) -> tuple[SpoolStats, dict[str, int]]:
-        return await s.stats(), await s.dead_counts()
+    async def work(s: Spool) -> tuple[SpoolStats, dict[str, int], dict[str, int]]:
+        return await s.stats(), await s.dead_counts(), await s.rejected_counts()
 
-    stats, dead = _with_spool(spool_url, work)
+    stats, dead, rejected = _with_spool(spool_url, work)
     age = "-"
     if stats.oldest_received_at is not None:
         age = f"{max(0.0, time.time() - stats.oldest_received_at / 1000):.1f}s"
@@ -238,6 +233,10 @@ def status(spool_url: str | None) -> None:
     click.echo(f"dead letters: {stats.dead}")
     for reason, count in sorted(dead.items()):
         click.echo(f"  {reason}: {count}")
+    if rejected:
+        click.echo(f"rejected calls: {sum(rejected.values())}")
+        for reason, count in sorted(rejected.items()):
+            click.echo(f"  {reason}: {count}")
 
 
 @spool.command(short_help="List dead letters, oldest first, with Yespo's answer.")
@@ -281,6 +280,39 @@ def dead(
         click.echo(
             "no dead letters" if not letters else f"none of the {len(letters)} dead letters match"
         )
+
+
+@spool.command(short_help="List calls that could not become Yespo events (Segment's).")
+@spool_url_option
+@click.option("--reason", help="Only this reason (see docs/segment.md).")
+@click.option("--limit", default=100, show_default=True, help="At most this many.")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per line, with the call.")
+@click.option("--purge", is_flag=True, help="Delete them instead (those of --reason, or all).")
+def rejected(
+    spool_url: str | None, reason: str | None, limit: int, as_json: bool, purge: bool
+) -> None:
+    """List, oldest first, the calls a source answered with success (as Segment's protocol
+    wants) but could not make into Yespo events, each with why; or --purge them."""
+    if purge:
+        removed = _with_spool(spool_url, lambda s: s.purge_rejected(reason))
+        click.echo(f"deleted {removed} rejected call(s)")
+        return
+    for call in _with_spool(spool_url, lambda s: s.rejected(limit, reason)):
+        if as_json:
+            line = {
+                "seq": call.seq,
+                "source": call.source,
+                "reason": call.reason,
+                "detail": call.detail,
+                "messageId": call.message_id,
+                "at": call.at,
+                "call": orjson.Fragment(call.body),
+            }
+            click.echo(orjson.dumps(line))
+        else:
+            click.echo(
+                f"{call.seq}\t{call.source}\t{call.reason}\t{call.message_id}\t{call.detail[:160]}"
+            )
 
 
 def _selection(seqs: tuple[int, ...], reason: str | None, everything: bool) -> list[int] | None:

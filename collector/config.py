@@ -7,6 +7,7 @@ This module is the only reader of ``os.environ``: everything else receives a
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import re
 import secrets
 from collections.abc import Mapping
@@ -56,6 +57,15 @@ DEFAULT_VISITOR_TTL_S = 365 * 24 * 3600
 # A dead collector's leases go to the others after this: short enough that a contact's
 # events are late by half a minute at most, three default request timeouts long.
 DEFAULT_LEASE_S = 30
+# The browser endpoint's ceiling per client address. The script sends about one request
+# per page (batches of up to 20 events), so a shopper stays far below 20 a second; a burst
+# of 200 leaves room for many shoppers behind one address (an office, a carrier's NAT) and
+# for the demo and tests. One machine flooding the endpoint is held to 20 a second.
+DEFAULT_WEB_RATE = 20.0
+DEFAULT_WEB_BURST = 200
+# Segment: a remembered cart is forgotten this long after its last change. A month covers
+# Yespo's abandoned-cart flows, which act within days.
+DEFAULT_CART_TTL_S = 30 * 24 * 3600
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,6 +115,13 @@ class Settings:
     anonymous_max_age_s: int = DEFAULT_ANONYMOUS_MAX_AGE_S
     visitor_ttl_s: int = DEFAULT_VISITOR_TTL_S
     static_dir: str | None = None  # None: the package's own collector/static/
+    web_rate: float = DEFAULT_WEB_RATE  # requests a second per client address; 0: no ceiling
+    web_burst: int = DEFAULT_WEB_BURST
+    trusted_proxies: tuple[str, ...] = ()  # whose X-Forwarded-For names the client
+    # Segment's HTTP Tracking API (collector/sources/segment/).
+    segment_write_keys: tuple[str, ...] = ()
+    segment_custom_events: bool = True
+    cart_ttl_s: int = DEFAULT_CART_TTL_S
     # Keys generated at start-up because none were configured (printed in the banner).
     generated_key: bool = field(default=False, compare=False)
 
@@ -119,8 +136,18 @@ class Settings:
             raise ConfigError(
                 f"YESPO_ORDERS_API must be event, orders or both, got {self.yespo_orders_api!r}"
             )
-        if self.yespo_max_rps < 0 or self.shutdown_timeout_s < 0:
-            raise ConfigError("YESPO_MAX_RPS and COLLECTOR_SHUTDOWN_TIMEOUT must be >= 0")
+        if self.yespo_max_rps < 0 or self.shutdown_timeout_s < 0 or self.web_rate < 0:
+            raise ConfigError(
+                "YESPO_MAX_RPS, COLLECTOR_SHUTDOWN_TIMEOUT and COLLECTOR_WEB_RATE must be >= 0"
+            )
+        for proxy in self.trusted_proxies:
+            try:
+                ipaddress.ip_network(proxy, strict=False)
+            except ValueError:
+                raise ConfigError(
+                    f"COLLECTOR_TRUSTED_PROXIES: {proxy!r} is not an address or a network"
+                    " such as 10.0.0.0/8"
+                ) from None
         if self.log_level.lower() not in LOG_LEVELS:
             raise ConfigError(
                 f"COLLECTOR_LOG_LEVEL must be one of {', '.join(LOG_LEVELS)}, got {self.log_level!r}"
@@ -132,6 +159,8 @@ class Settings:
             "yespo_concurrency", "yespo_timeout_s", "retry_base_ms", "retry_max_delay_s",
             "max_event_age_s", "anonymous_max_events", "anonymous_max_age_s", "visitor_ttl_s",
             "lease_s",
+            "web_burst",
+            "cart_ttl_s",
         ):  # fmt: skip
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{ENV[name]} must be positive, got {getattr(self, name)}")
@@ -264,6 +293,12 @@ ENV: dict[str, str] = {
     "anonymous_max_age_s": "COLLECTOR_ANONYMOUS_MAX_AGE",
     "visitor_ttl_s": "COLLECTOR_VISITOR_TTL",
     "static_dir": "COLLECTOR_STATIC_DIR",
+    "web_rate": "COLLECTOR_WEB_RATE",
+    "web_burst": "COLLECTOR_WEB_BURST",
+    "trusted_proxies": "COLLECTOR_TRUSTED_PROXIES",
+    "segment_write_keys": "COLLECTOR_SEGMENT_WRITE_KEYS",
+    "segment_custom_events": "COLLECTOR_SEGMENT_CUSTOM_EVENTS",
+    "cart_ttl_s": "COLLECTOR_CART_TTL",
 }
 
 LOG_LEVELS = ("debug", "info", "warning", "error")
@@ -277,11 +312,18 @@ _INT = {
     "port", "spool_max_events", "dedup_window_s", "max_body_bytes", "max_batch_events",
     "max_in_flight",
     "yespo_concurrency", "retry_base_ms", "retry_max_delay_s", "max_event_age_s",
-    "anonymous_max_events", "anonymous_max_age_s", "visitor_ttl_s", "lease_s",
+    "anonymous_max_events", "anonymous_max_age_s", "visitor_ttl_s", "web_burst", "cart_ttl_s",
+    "lease_s",
 }  # fmt: skip
-_FLOAT = {"yespo_max_rps", "yespo_timeout_s", "shutdown_timeout_s"}
-_LIST = {"api_keys", "key_value_order", "identifying_params"}
-_BOOL = {"check_order_total", "forward", "demo"}
+_FLOAT = {"yespo_max_rps", "yespo_timeout_s", "shutdown_timeout_s", "web_rate"}
+_LIST = {
+    "api_keys",
+    "key_value_order",
+    "identifying_params",
+    "trusted_proxies",
+    "segment_write_keys",
+}
+_BOOL = {"check_order_total", "forward", "demo", "segment_custom_events"}
 
 
 def _parse(name: str, var: str, raw: str) -> Any:

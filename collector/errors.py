@@ -5,6 +5,7 @@
     │   ├── Unauthorized        missing or unknown key (-> 401)
     │   ├── Forbidden           a site key used from an origin it is not tied to (-> 403)
     │   ├── PayloadTooLarge     body or batch over its limit (-> 413)
+    │   ├── TooManyRequests     a browser client over its request ceiling (-> 429 + Retry-After)
     │   └── BadRequest          body is not JSON, or not of the endpoint's shape (-> 400)
     └── Unavailable             nothing of the request was taken: later (-> 503 + Retry-After)
         ├── SpoolError          the spool cannot take the events
@@ -64,6 +65,14 @@ class PayloadTooLarge(RequestError):
 
 class BadRequest(RequestError):
     status_code = 400
+
+
+class TooManyRequests(RequestError):
+    status_code = 429
+
+    def __init__(self, message: str, retry_after: int) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
 
 
 class Unavailable(CollectorError):

@@ -107,6 +107,11 @@ class Metrics:
             "1 while delivery is paused because Yespo refused the key.",
             registry=r,
         )
+        self.breaker_open = Gauge(
+            "delivery_breaker_open",
+            "1 while delivery is stopped because Yespo is unreachable (one probe at a time).",
+            registry=r,
+        )
         self.anonymous_held = Gauge(
             "anonymous_held_events",
             "Anonymous visitors' events waiting for the visitor to identify.",
@@ -125,7 +130,27 @@ class Metrics:
             registry=r,
         )
         self.identified = Counter(
-            "identified_visitors", "identify calls from browsers that named a contact.", registry=r
+            "identified_visitors",
+            "identify calls (browsers', Segment's) that named a contact.",
+            registry=r,
+        )
+        self.segment_calls = Counter(
+            "segment_calls", "Segment calls received, by type (track, page, ...).", ["type"],
+            registry=r,
+        )  # fmt: skip
+        self.segment_rejected = Counter(
+            "segment_rejected_calls",
+            "Segment calls answered with success that could not become Yespo events, by"
+            " reason; kept in the rejected log ('collector spool rejected').",
+            ["reason"],
+            registry=r,
+        )
+        self.segment_ignored = Counter(
+            "segment_ignored_calls",
+            "Segment calls left out on purpose: group, and custom events when"
+            " COLLECTOR_SEGMENT_CUSTOM_EVENTS is off.",
+            ["reason"],
+            registry=r,
         )
         self.commit_seconds = FastHistogram(
             "spool_append_seconds",

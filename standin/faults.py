@@ -22,14 +22,19 @@ class FaultsError(ValueError):
 
 @dataclass(frozen=True, slots=True)
 class RejectIf:
-    """Refuse the events (400) and orders (failedOrders) carrying `param` equal to `value`.
+    """Refuse the events and orders carrying `param` equal to `value`.
 
-    For an event, `param` is a param name (exact case); for an order, a top-level field.
+    For an event, `param` is a param name (exact case), and the event gets `status` (400;
+    a 5xx makes one event fail on its own while others pass). For an order, a top-level
+    field: the order goes into failedOrders, or with `whole_request` the whole Add-orders
+    request gets `status`, as Yespo refuses a batch that one bad order spoils.
     """
 
     param: str
     value: str
     message: str = "rejected by the stand-in's reject_if fault"
+    status: int = 400
+    whole_request: bool = False
 
 
 @dataclass(slots=True)
@@ -96,7 +101,13 @@ class Faults:
             "duplicate_detection": self.duplicate_detection,
             "reject_if": None
             if reject is None
-            else {"param": reject.param, "value": reject.value, "message": reject.message},
+            else {
+                "param": reject.param,
+                "value": reject.value,
+                "message": reject.message,
+                "status": reject.status,
+                "whole_request": reject.whole_request,
+            },
             "seed": self.seed,
         }
 
@@ -187,9 +198,18 @@ def _reject_if(value: object) -> RejectIf | None:
         or not isinstance(value.get("param"), str)
         or not isinstance(value.get("value"), str)
         or not isinstance(value.get("message", ""), str)
-        or not set(value) <= {"param", "value", "message"}
+        or not set(value) <= {"param", "value", "message", "status", "whole_request"}
     ):
-        raise FaultsError('reject_if must be {"param": str, "value": str, "message"?: str}')
-    if "message" in value:
-        return RejectIf(value["param"], value["value"], value["message"])
-    return RejectIf(value["param"], value["value"])
+        raise FaultsError(
+            'reject_if must be {"param": str, "value": str, "message"?: str,'
+            ' "status"?: 400-599, "whole_request"?: bool}'
+        )
+    given = {k: value[k] for k in ("message",) if k in value}
+    status = _optional_int(value, "status", 400, 599)
+    return RejectIf(
+        value["param"],
+        value["value"],
+        **given,
+        status=400 if status is None else status,
+        whole_request=_flag(value, "whole_request"),
+    )

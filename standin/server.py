@@ -43,7 +43,7 @@ from standin.checks import (
     ignored_reason,
     order_problem,
 )
-from standin.faults import Faults, FaultsError
+from standin.faults import Faults, FaultsError, RejectIf
 from standin.records import Recorded, RecordLog, Row
 
 __all__ = ["Faults", "Recorded", "StandIn", "main"]
@@ -135,6 +135,11 @@ class StandIn:
 
     async def wait_for_ignored(self, count: int, within_s: float = 5.0) -> list[Recorded]:
         return await self._ignored.wait(count, within_s)
+
+    @property
+    def held(self) -> int:
+        """Requests held unanswered right now (the hang and drop_reply faults)."""
+        return len(self._held)
 
     def stats(self) -> dict[str, Any]:
         """Requests to the Yespo endpoints by path and status ("hung", "dropped" included)."""
@@ -282,7 +287,7 @@ class StandIn:
         if reject is not None and any(
             p["name"] == reject.param and p["value"] == reject.value for p in body["params"]
         ):
-            return _bad(reject.message), False
+            return _json({"message": reject.message}, reject.status), False
         bodies = self._bodies
         if faults.duplicate_detection:
             if bodies is None:  # built when first needed, so the healthy path does not pay
@@ -319,12 +324,15 @@ class StandIn:
             return _bad(f"{len(orders)} orders; Add orders takes 1 to {MAX_ORDERS}"), False
         failed: list[dict[str, Any]] = []
         reject = faults.reject_if
+        if reject is not None and reject.whole_request:
+            for order in orders:
+                if _matches(order, reject):
+                    message = f"{reject.message} (externalOrderId {order.get('externalOrderId')})"
+                    return _json({"message": message}, reject.status), False
         for order in orders:
             problem = order_problem(order)
-            if problem is None and reject is not None:
-                value = order.get(reject.param)
-                if isinstance(value, str | int | float) and str(value) == reject.value:
-                    problem = reject.message
+            if problem is None and reject is not None and _matches(order, reject):
+                problem = reject.message
             if problem is not None:
                 order_id = order.get("externalOrderId") if isinstance(order, dict) else None
                 failed.append({"externalOrderId": order_id, "message": problem})
@@ -423,6 +431,11 @@ def _fault_reply(status: int, retry_after: int | None) -> web.Response:
             content_type="application/json",
         )
     return web.Response(status=status, headers=headers, text=f"stand-in fault: {status}")
+
+
+def _matches(order: Any, reject: RejectIf) -> bool:
+    value = order.get(reject.param) if isinstance(order, dict) else None
+    return isinstance(value, str | int | float) and str(value) == reject.value
 
 
 def _remember(latest: dict[str, _V], key: str, value: _V, bound: int) -> None:

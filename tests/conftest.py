@@ -24,7 +24,7 @@ from starlette.types import ASGIApp
 
 from collector.app import create_app
 from collector.config import Settings
-from collector.web.server import CorkedHttpToolsProtocol
+from collector.web.server import UVICORN_OPTIONS
 
 from .redis_server import RedisServer
 
@@ -48,9 +48,7 @@ async def serve(app: ASGIApp, port: int = 0) -> AsyncIterator[str]:
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", port))
     port = sock.getsockname()[1]
-    config = uvicorn.Config(
-        app, log_level="warning", access_log=False, lifespan="on", http=CorkedHttpToolsProtocol
-    )  # as `collector serve` runs it
+    config = uvicorn.Config(app, log_level="warning", lifespan="on", **UVICORN_OPTIONS)
     server = uvicorn.Server(config)
     task = asyncio.create_task(server.serve(sockets=[sock]))
     deadline = time.monotonic() + 10

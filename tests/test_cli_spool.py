@@ -105,3 +105,34 @@ def test_dead_says_there_are_none_and_json_prints_nothing(tmp_path: Path) -> Non
     run("spool", "purge", "--spool-url", url, "--all", "--yes")
     assert run("spool", "dead", "--spool-url", url) == "no dead letters\n"
     assert run("spool", "dead", "--spool-url", url, "--json") == ""  # scripts read no line
+
+
+def test_rejected_lists_the_calls_with_their_reason_and_purges_them(tmp_path: Path) -> None:
+    from collector.spool import Rejected
+
+    path = tmp_path / "r.db"
+
+    async def fill() -> None:
+        s = SqliteSpool(str(path), max_events=100, dedup_window_ms=60_000)
+        await s.open()
+        await s.keep_rejected(
+            [
+                Rejected("segment", "no_url", "page has no properties.url", "m1", b'{"a":1}', T0),
+                Rejected("segment", "bad_contact", "traits.email: bad", "m2", b'{"b":2}', T0),
+            ],
+            keep=100,
+        )
+        await s.close()
+
+    asyncio.run(fill())
+    url = f"sqlite:///{path}"
+    assert "rejected calls: 2" in run("spool", "status", "--spool-url", url)
+    lines = run("spool", "rejected", "--spool-url", url, "--json").splitlines()
+    assert [orjson.loads(line)["call"] for line in lines] == [{"a": 1}, {"b": 2}]
+    assert orjson.loads(lines[0])["reason"] == "no_url"
+    out = run("spool", "rejected", "--spool-url", url, "--reason", "bad_contact")
+    assert "m2" in out and "m1" not in out
+    assert "deleted 1" in run(
+        "spool", "rejected", "--spool-url", url, "--purge", "--reason", "no_url"
+    )
+    assert "m1" not in run("spool", "rejected", "--spool-url", url)

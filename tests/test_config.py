@@ -19,8 +19,11 @@ def test_environment_and_flags_end_in_one_settings_object() -> None:
         "COLLECTOR_CHECK_ORDER_TOTAL": "off",
         "COLLECTOR_KEY_VALUE_ORDER": "phone,email",
         "YESPO_API_KEY": "secret",
+        "COLLECTOR_WEB_RATE": "2.5",
+        "COLLECTOR_TRUSTED_PROXIES": "10.0.0.0/8, ::1",
     }
     s = Settings.from_env(env, port=9100, host=None)
+    assert (s.web_rate, s.web_burst, s.trusted_proxies) == (2.5, 200, ("10.0.0.0/8", "::1"))
     assert s.api_keys == ("k1", "k2")
     assert s.port == 9100  # the flag wins over the environment
     assert s.host == "127.0.0.1"
@@ -49,6 +52,9 @@ def test_no_keys_configured_makes_one_up() -> None:
         ({"YESPO_TIMEOUT": "0"}, "YESPO_TIMEOUT must be positive"),
         ({"COLLECTOR_LOG_LEVEL": "loud"}, "COLLECTOR_LOG_LEVEL must be one of debug"),
         ({"COLLECTOR_SPOOL_URL": "postgres://x"}, "COLLECTOR_SPOOL_URL: unknown spool scheme"),
+        ({"COLLECTOR_WEB_RATE": "-1"}, "COLLECTOR_WEB_RATE must be >= 0"),
+        ({"COLLECTOR_WEB_BURST": "0"}, "COLLECTOR_WEB_BURST must be positive"),
+        ({"COLLECTOR_TRUSTED_PROXIES": "10.0.0.1, proxy.local"}, "'proxy.local' is not an address"),
     ],
 )
 def test_bad_settings_are_refused_with_the_variable_named(

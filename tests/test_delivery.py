@@ -29,7 +29,8 @@ async def pipeline(tmp_path: Path, **overrides: Any) -> AsyncIterator[tuple[Runn
         StandIn(api_key=YESPO_KEY) as standin,
         running(delivering(tmp_path, standin.url, **overrides)) as c,
     ):
-        forwarder(c).probe_ms = (100, 400)
+        breaker = forwarder(c).breaker
+        breaker.auth_probe_ms = breaker.outage_probe_ms = (100, 400)
         yield c, standin
 
 
@@ -199,7 +200,7 @@ async def test_a_wrong_key_is_probed_on_schedule_however_many_events_come(
     tmp_path: Path,
 ) -> None:
     async with pipeline(tmp_path) as (c, standin):
-        forwarder(c).probe_ms = (500, 500)
+        forwarder(c).breaker.auth_probe_ms = (500, 500)
         standin.api_key = "rotated"
         await send(c, [page_view(0)])
         await eventually(lambda: _paused(c))
@@ -395,3 +396,30 @@ async def test_an_order_arrives_after_its_contacts_earlier_events_however_late_t
             assert event_types(arrived) == ["pageViewed", "cartUpdated"]
             assert order.at >= arrived[1].at  # the stand-in's clock, in ms
         await eventually(lambda: _depth_is(c, 0))
+
+
+@pytest.mark.parametrize("max_rps", [0, 50])  # each half waits for a token under a ceiling
+async def test_a_whole_add_orders_request_refused_is_bisected_to_its_bad_orders(
+    tmp_path: Path, max_rps: float
+) -> None:
+    async with pipeline(tmp_path, yespo_max_rps=max_rps) as (c, standin):
+        # One bad order makes Yespo refuse the whole request it is in.
+        standin.faults = Faults(
+            reject_if=RejectIf("totalCost", "13", "bad cost", whole_request=True)
+        )
+        orders = [add_order(n) | ({"totalCost": 13} if n in (7, 31) else {}) for n in range(50)]
+        status, reply = await c.post("/api/v1/orders", {"orders": orders}, headers=BASIC)
+        assert (status, reply["failedOrders"]) == (200, [])
+        await standin.wait_for_orders(48)
+        await eventually(lambda: _depth_is(c, 0))
+        assert set(standin.latest_orders) == {f"A-{n}" for n in range(50)} - {"A-7", "A-31"}
+        dead = sorted(await spool(c).dead_letters(10), key=lambda d: d.record.seq)
+        assert [(d.reason, d.status, d.record.key) for d in dead] == [
+            ("rejected", 400, "order:A-7"),
+            ("rejected", 400, "order:A-31"),
+        ]
+        assert "bad cost (externalOrderId A-7)" in dead[0].detail
+        assert "bad cost (externalOrderId A-31)" in dead[1].detail
+        requests = standin.stats()["requests"]["/api/v1/orders"]
+        # the whole, then two halves per halving for each bad order (5 halvings: 25 to 1)
+        assert sum(requests.values()) <= 1 + 2 * 2 * 5, requests

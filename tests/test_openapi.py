@@ -17,6 +17,8 @@ from collector.config import Settings
 
 from .conftest import API_KEY, Process, free_port, make_settings
 
+WRITE_KEY = "wk-openapi"
+
 SCHEMATHESIS = Path(sys.executable).parent / "schemathesis"
 # Our validation is finer than a schema can say (Yespo's rules), so generated data the
 # schema allows may be refused with a precise 400: what the document promises is the
@@ -26,6 +28,7 @@ CHECKS = ["--exclude-checks", "positive_data_acceptance,negative_data_rejection"
 RUNS = [
     (["--include-path", "/v1/events"], ["-H", f"Authorization: Bearer {API_KEY}"]),
     (["--include-path-regex", "^/api/"], ["--auth", f"x:{API_KEY}"]),
+    (["--include-path-regex", "^/v1/(?!events)"], ["--auth", f"{WRITE_KEY}:"]),
     (["--exclude-path-regex", "^/api/|^/v1/"], []),
 ]
 
@@ -47,6 +50,7 @@ async def live(tmp_path: Path, processes: list[Process]) -> str:
         "COLLECTOR_SPOOL_URL": f"sqlite:///{tmp_path}/spool.db",
         "COLLECTOR_FORWARD": "false",
         "COLLECTOR_SITE_KEYS": "site=self",
+        "COLLECTOR_SEGMENT_WRITE_KEYS": WRITE_KEY,
         "COLLECTOR_LOG_LEVEL": "warning",
     }
     proc = Process(port, env, tmp_path / "collector.log")
@@ -55,7 +59,7 @@ async def live(tmp_path: Path, processes: list[Process]) -> str:
     return proc.url
 
 
-@pytest.mark.parametrize(("select", "auth"), RUNS, ids=["events", "yespo", "others"])
+@pytest.mark.parametrize(("select", "auth"), RUNS, ids=["events", "yespo", "segment", "others"])
 async def test_every_answer_matches_the_document(
     live: str, tmp_path: Path, select: list[str], auth: list[str]
 ) -> None:

@@ -547,7 +547,11 @@ async def test_stop_ends_a_hanging_request(http: aiohttp.ClientSession) -> None:
     url = await stand_in.start()
     stand_in.faults = Faults(hang=True)
     pending = asyncio.create_task(post(http, f"{url}/v1/event", event()))
-    await asyncio.sleep(0.1)
+    for _ in range(500):  # until the stand-in holds it
+        if stand_in.held:
+            break
+        await asyncio.sleep(0.01)
+    assert stand_in.held == 1
     started = time.monotonic()
     await stand_in.stop()
     assert time.monotonic() - started < 1.0
@@ -616,6 +620,31 @@ async def test_reject_if_refuses_matching_events_and_orders(
     ]
 
 
+async def test_reject_if_can_answer_a_5xx_or_refuse_a_whole_add_orders_request(
+    yespo: StandIn, http: aiohttp.ClientSession
+) -> None:
+    yespo.faults = Faults(reject_if=RejectIf("poison", "yes", "boom", status=500))
+    status, reply, _ = await post(http, f"{yespo.url}/v1/event", event(1, poison="yes"))
+    assert (status, reply) == (500, {"message": "boom"})
+    status, _, _ = await post(http, f"{yespo.url}/v1/event", event(2))
+    assert status == 200
+
+    plan = {
+        "reject_if": {
+            "param": "externalOrderId", "value": "13", "message": "unlucky", "whole_request": True
+        }
+    }  # fmt: skip
+    assert (await control(http, yespo, "POST", "/faults", plan))["reject_if"]["status"] == 400
+    orders = {"orders": [order("12"), order("13"), order("14")]}
+    status, reply, _ = await post(http, f"{yespo.url}/v1/orders", orders)
+    assert (status, reply) == (400, {"message": "unlucky (externalOrderId 13)"})
+    assert yespo.orders == []  # one bad order spoils the request: none is taken
+    orders = {"orders": [order("12"), order("14")]}
+    status, reply, _ = await post(http, f"{yespo.url}/v1/orders", orders)
+    assert (status, reply) == (200, {"failedOrders": []})
+    assert sorted(yespo.latest_orders) == ["12", "14"]
+
+
 async def test_key_change_at_runtime(yespo: StandIn, http: aiohttp.ClientSession) -> None:
     assert await control(http, yespo, "POST", "/key", {"key": "new-key"}) == {"key_changed": True}
     status, _, _ = await post(http, f"{yespo.url}/v1/event", event())
@@ -662,6 +691,8 @@ async def test_faults_combine(yespo: StandIn, http: aiohttp.ClientSession) -> No
         {"rate": 0.5},
         {"drop_reply": "often"},
         {"reject_if": {"param": "a"}},
+        {"reject_if": {"param": "a", "value": "b", "status": 200}},
+        {"reject_if": {"param": "a", "value": "b", "whole_request": "yes"}},
         {"delay_ms": -1},
         [],
     ],

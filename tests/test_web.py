@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import orjson
 import pytest
 
@@ -18,7 +19,15 @@ from collector.sources.visitors import sweep_held
 from collector.spool import Spool
 from standin import StandIn
 
-from .conftest import YESPO_KEY, Running, delivering, make_settings, running
+from .conftest import (
+    YESPO_KEY,
+    Process,
+    Running,
+    delivering,
+    free_port,
+    make_settings,
+    running,
+)
 
 SHOP = "https://shop.example"
 SITE = "site-1"
@@ -260,6 +269,63 @@ async def test_a_refusal_reaches_a_known_sites_page_and_no_one_elses(web: Runnin
     assert "Access-Control-Allow-Origin" not in resp.headers
 
 
+# Headers no browser sends: urlsplit raised on them (a 500 and a traceback in the log).
+NOT_AN_ORIGIN = [
+    {"Origin": "http://[::1"},
+    {"Referer": "http://[::1/cart"},
+    {"Origin": "null", "Referer": "https://[shop/"},
+]
+
+
+@pytest.mark.parametrize("headers", NOT_AN_ORIGIN)
+async def test_an_origin_that_is_not_a_url_is_refused_with_a_reason(
+    tmp_path: Path, headers: dict[str, str]
+) -> None:
+    # "self" makes the collector read the origin's host, so each value is parsed.
+    settings = make_settings(tmp_path, site_keys={SITE: (SHOP,), "own": ("self",)})
+    async with running(settings) as c:
+        body = orjson.dumps({"siteKey": "own", "batch": [page(SHOP, "m1")]})
+        for method in ("POST", "OPTIONS"):
+            async with c.http.request(
+                method,
+                c.url + "/lib/y",
+                data=body,
+                headers={"Content-Type": "text/plain", **headers},
+            ) as resp:
+                assert resp.status == 403, method
+                reason = (await resp.json())["error"]
+                assert "Origin" in reason or "Referer" in reason, reason
+                assert "Access-Control-Allow-Origin" not in resp.headers
+        assert (await spool(c).stats()).held == 0
+
+
+async def test_hostile_origins_leave_no_traceback_and_no_site_key_in_the_log(
+    tmp_path: Path, processes: list[Process]
+) -> None:
+    env = {
+        "COLLECTOR_SPOOL_URL": f"sqlite:///{tmp_path}/spool.db",
+        "COLLECTOR_API_KEYS": "k",
+        "COLLECTOR_FORWARD": "false",
+        "COLLECTOR_SITE_KEYS": "own-site-key=self",
+    }
+    log = tmp_path / "collector.log"
+    proc = Process(free_port(), env, log)
+    processes.append(proc)
+    await proc.wait_ready()
+    async with aiohttp.ClientSession() as http:
+        for key in ("own-site-key", "unknown-site-key"):
+            body = orjson.dumps({"siteKey": key, "batch": [page(SHOP, "m1")]})
+            for headers in NOT_AN_ORIGIN:
+                for method in ("POST", "OPTIONS"):
+                    async with http.request(method, proc.url + "/lib/y", data=body,
+                                            headers=headers) as resp:  # fmt: skip
+                        assert resp.status == 403
+    proc.stop()
+    text = log.read_text()
+    assert "Traceback" not in text, text
+    assert "site-key" not in text, text
+
+
 async def test_cors_preflight_is_answered_for_allowed_origins_only(web: Running) -> None:
     headers = {"Origin": SHOP, "Access-Control-Request-Method": "POST",
                "Access-Control-Request-Headers": "content-type"}  # fmt: skip
@@ -271,6 +337,7 @@ async def test_cors_preflight_is_answered_for_allowed_origins_only(web: Running)
     async with web.http.options(web.url + "/lib/y", headers=headers) as resp:
         assert resp.status == 403
         assert "Access-Control-Allow-Origin" not in resp.headers
+        assert (await resp.json())["error"] == "no site key is allowed on https://evil.example"
 
 
 async def test_the_visitor_id_lives_in_a_first_party_cookie(web: Running) -> None:

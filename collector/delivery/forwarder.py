@@ -1,6 +1,6 @@
 """Sink stage: drain the spool into Yespo.
 
-Guarantees (the end-to-end tests in tests/test_delivery.py check each):
+Guarantees (the end-to-end tests in tests/test_delivery*.py check each):
 
 * A spool entry is acknowledged (removed) only after Yespo's 2xx, or Yespo's
   "Duplicated request" (it already has it).
@@ -11,6 +11,12 @@ Guarantees (the end-to-end tests in tests/test_delivery.py check each):
   as "expired" instead of being retried forever.
 * 401/403 pause delivery as a whole: the key is wrong, the events are fine. Nothing is
   dead-lettered; a probe every few seconds resumes delivery once the key works.
+* When Yespo is unreachable (no answer or 5xx from many keys in a row) the circuit
+  breaker opens: sending stops but for one probe at a time, and the first answer closes
+  it (`breaker.Breaker`). Entries that wait meanwhile count no attempts; one whose
+  maximum age runs out during the outage is dead-lettered as "expired", not sent.
+* Add orders refusing a whole request (400) is split in halves and sent again until the
+  bad orders are alone: the rest is delivered, only those are dead-lettered.
 * One key's entries (one order, one contact) reach Yespo in the order they were
   accepted, retries included: the spool hands out only a key's head, and the head stays
   leased until its outcome is written. A failing entry holds back only its own key.
@@ -33,11 +39,17 @@ from ..errors import SpoolError
 from ..metrics import Metrics
 from ..normalize.orders import MAX_ORDERS_PER_REQUEST
 from ..spool import Record, Spool
+from .breaker import Breaker, State, detail_of, signal_of
 from .policy import RateLimiter, RetryPolicy
 from .sink import Sink
 from .yespo import Outcome, Reply, failed_order_ids
 
 log = logging.getLogger("collector.forward")
+
+# A probe skips (and dead-letters) at most this many entries that aged out while Yespo was
+# unreachable before it sends one; so after a long outage Yespo's return is still noticed
+# at the next probes, and the aged-out rest goes when the breaker closes.
+PROBE_SKIPS_EXPIRED = 100
 
 
 @dataclass(slots=True)
@@ -69,7 +81,7 @@ class Forwarder:
         retry: RetryPolicy | None = None,
         lease_ms: int = 60_000,
         poll_ms: int = 200,
-        probe_ms: tuple[int, int] = (2000, 60_000),
+        breaker: Breaker | None = None,
         metrics: Metrics | None = None,
         clock: Callable[[], int] = _now_ms,
         rand: Callable[[], float] = random.random,
@@ -83,7 +95,7 @@ class Forwarder:
         # again only when the process that held it died.
         self.lease_ms = lease_ms
         self.poll_ms = poll_ms
-        self.probe_ms = probe_ms
+        self.breaker = breaker or Breaker()
         self.metrics = metrics
         self._limiter = RateLimiter(max_rps)
         self._unused = 0  # tokens of the shared ceiling taken but not spent, given back next
@@ -96,20 +108,23 @@ class Forwarder:
         self._stop_timeout = 10.0
         self._done = _Outcomes()
         self._tasks: set[asyncio.Task[None]] = set()
-        self._paused: str | None = None
-        self._probe_wait = probe_ms[0]
 
     # -- state ---------------------------------------------------------------------------
 
     @property
     def state(self) -> str:
-        if self._stopping:
-            return "stopping"
-        return f"paused: {self._paused}" if self._paused else "running"
+        """What /readyz says of delivery."""
+        return "stopping" if self._stopping else self.breaker.status()
 
     @property
     def paused(self) -> bool:
-        return self._paused is not None
+        """Yespo refuses the key: delivery waits for it to work again."""
+        return self.breaker.state is State.PAUSED
+
+    @property
+    def breaker_open(self) -> bool:
+        """Yespo is unreachable: delivery waits for a probe to get an answer."""
+        return self.breaker.state is State.OPEN
 
     def notify(self) -> None:
         """New entries were appended: look now instead of at the next poll."""
@@ -131,7 +146,7 @@ class Forwarder:
         while not self._stopping:
             try:
                 await self._flush()
-                if self._paused:
+                if self.breaker.held:
                     await self._probe()
                     continue
                 free = self.concurrency - len(self._tasks)
@@ -144,6 +159,9 @@ class Forwarder:
                 # while leased, so its lease cannot run out before it is sent.
                 tokens = await self._reserve(free)
                 if not tokens:
+                    continue
+                if self.breaker.held:  # a send that finished meanwhile stopped delivery
+                    self._refund(tokens)
                     continue
                 now = self._clock()
                 records = await self.spool.lease(tokens, self.lease_ms, now)
@@ -162,7 +180,7 @@ class Forwarder:
                 log.exception("forwarder loop failed, retrying in 1 s")
                 await self._sleep(1000)
                 continue
-            self._refund(tokens - self._dispatch(records))
+            self._refund(tokens - self._dispatch(self._drop_expired(records)))
             if not records:
                 await self._sleep(self.poll_ms)
         await self._drain()
@@ -241,11 +259,22 @@ class Forwarder:
 
     async def _send_event(self, record: Record) -> None:
         reply = await self._reply(self.sink.send_event(record.body))
+        self._observe(reply, record.key)
         self._settle(record, reply.outcome, reply)
 
-    async def _send_orders(self, records: list[Record]) -> None:
+    async def _send_orders(self, records: list[Record], *, whole: bool = True) -> None:
         reply = await self._reply(self.sink.send_orders([r.body for r in records]))
+        self._observe(reply, records[0].key)
         outcome = reply.outcome
+        if outcome is Outcome.REJECTED and len(records) > 1:
+            if whole:
+                log.warning(
+                    "Add orders refused a request of %d orders (HTTP %s): sending it again in"
+                    " halves to find the bad ones: %s",
+                    len(records), reply.status, reply.body[:200],
+                )  # fmt: skip
+            await self._bisect(records)
+            return
         if outcome is not Outcome.DELIVERED:
             for r in records:
                 self._settle(r, outcome, reply)
@@ -264,6 +293,23 @@ class Forwarder:
             else:
                 self._settle(r, Outcome.REJECTED, Reply(reply.status, reason))
 
+    async def _bisect(self, records: list[Record]) -> None:
+        """Yespo refused a whole request of orders, as one bad order makes it do: send each
+        half again, and each refused half in halves, down to single orders. The good ones
+        are delivered; only the bad ones are dead-lettered, each with Yespo's own answer.
+
+        Each half is a request and waits for its token of the rate limiter: k bad orders
+        among n cost about 2k*log2(n/k) requests, n single orders 2n-1 at the most."""
+        middle = (len(records) + 1) // 2
+        for part in (records[:middle], records[middle:]):
+            if not self.breaker.held:
+                await self._limiter.reserve(1)
+            if self.breaker.held:  # delivery stopped meanwhile: these wait until it goes on
+                now = self._clock()
+                self._done.retry.extend((r.seq, now) for r in part)
+                continue
+            await self._send_orders(part, whole=False)
+
     @staticmethod
     async def _reply(sending: Coroutine[None, None, Reply]) -> Reply:
         """The sink's reply; a failure of its own (a bug) is a retry, so that every sent
@@ -281,8 +327,6 @@ class Forwarder:
             self.metrics.delivery_attempts.labels(outcome.value).inc()
         if outcome is Outcome.DELIVERED:
             self._done.ack.append(record.seq)
-            if self._paused:
-                self._resume()
             return
         if outcome is Outcome.REJECTED:
             self._done.dead.append((record.seq, "rejected", reply.status, reply.body))
@@ -291,9 +335,8 @@ class Forwarder:
                 record.event_type, record.message_id, reply.status, reply.body[:200],
             )  # fmt: skip
             return
-        if outcome is Outcome.AUTH:
+        if outcome is Outcome.AUTH:  # the breaker paused delivery: it goes when the key works
             self._done.retry.append((record.seq, now))
-            self._pause(f"Yespo answered HTTP {reply.status}: the API key is wrong or disabled")
             return
         if self.retry.expired(record.received_at, now):
             detail = f"gave up after {record.attempts + 1} attempts; last: {reply.body}"
@@ -301,6 +344,25 @@ class Forwarder:
             return
         delay = self.retry.delay_ms(record.attempts + 1, reply.retry_after, self._rand())
         self._done.retry.append((record.seq, now + delay))
+
+    def _drop_expired(self, records: list[Record]) -> list[Record]:
+        """The entries to send; the others, whose maximum age ran out while the breaker was
+        open, are dead-lettered as "expired": tried then, they would have failed and
+        expired, and waiting out the outage must not make them live longer."""
+        max_age = self.retry.max_age_ms
+        now = self._clock()
+        keep = []
+        for r in records:
+            deadline = r.received_at + max_age
+            if deadline < now and self.breaker.was_open(deadline):
+                detail = (
+                    f"older than COLLECTOR_MAX_EVENT_AGE ({max_age // 1000} s) after"
+                    f" {r.attempts} attempts; Yespo was unreachable when it got that old"
+                )
+                self._done.dead.append((r.seq, "expired", None, detail))
+            else:
+                keep.append(r)
+        return keep
 
     async def _flush(self) -> None:
         """Write the outcomes collected so far. What a failed write leaves unwritten stays
@@ -331,39 +393,45 @@ class Forwarder:
             self._done.retry[:0] = done.retry
             self._done.dead[:0] = done.dead
 
-    # -- pause on a bad key --------------------------------------------------------------
+    # -- held: the breaker is open, or Yespo refuses the key ------------------------------
 
-    def _pause(self, reason: str) -> None:
-        if self._paused is None:
-            log.error("DELIVERY PAUSED: %s. Events keep waiting in the spool; fix YESPO_API_KEY.", reason)  # fmt: skip
-            self._probe_wait = self.probe_ms[0]
-        self._paused = reason
+    def _observe(self, reply: Reply, key: str) -> None:
+        """Tell the breaker what one request got; log and show a change of state, once."""
+        breaker = self.breaker
+        was, since = breaker.state, breaker.since
+        new = breaker.observe(signal_of(reply), key, detail_of(reply), self._clock())
+        if new is None:
+            return
+        log.log(*breaker.news(was, since))
         if self.metrics is not None:
-            self.metrics.forwarder_paused.set(1)
-
-    def _resume(self) -> None:
-        log.warning("delivery resumed: Yespo accepted the API key again")
-        self._paused = None
-        if self.metrics is not None:
-            self.metrics.forwarder_paused.set(0)
+            self.metrics.forwarder_paused.set(new is State.PAUSED)
+            self.metrics.breaker_open.set(new is State.OPEN)
 
     async def _probe(self) -> None:
-        """While paused: wait, then send one entry to learn whether the key works again.
+        """While held: wait, then send one entry to learn whether Yespo answers (open) or
+        takes the key (paused) again; its answer decides (`_observe`).
 
-        The wait ends early only for stop(): new events must not make Yespo hear the bad
-        key more often than the probe's schedule says."""
+        The wait ends early only for stop(): new events must not make Yespo hear a bad key,
+        or a down Yespo get tried, more often than the probe's schedule says."""
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._stopped.wait(), self._probe_wait / 1000)
+            await asyncio.wait_for(self._stopped.wait(), self.breaker.next_probe_ms() / 1000)
         if self._stopping:
             return
-        self._probe_wait = min(self._probe_wait * 2, self.probe_ms[1])
         if self._tasks:
             await asyncio.wait(self._tasks)
         await self._flush()
-        records = await self.spool.lease(1, self.lease_ms, self._clock())
+        if not self.breaker.held:
+            return  # a send still in flight got the answer that ended the hold
+        await self._limiter.reserve(1)
+        records: list[Record] = []
+        for _ in range(PROBE_SKIPS_EXPIRED):
+            leased = await self.spool.lease(1, self.lease_ms, self._clock())
+            records = self._drop_expired(leased)
+            if records or not leased:
+                break
         if not records:
-            return
-        if records[0].kind == "order":
+            self._limiter.refund(1)
+        elif records[0].kind == "order":
             await self._send_orders(records)
         else:
             await self._send_event(records[0])

@@ -51,7 +51,7 @@ MAX_EVENT_TYPE = 100
 MAX_LOCATION = 2048
 
 # Characters Yespo refuses in eventTypeKey, plus whitespace and control characters.
-_FORBIDDEN_IN_TYPE = re.compile(r"[<;'\\/|\"`^?!,>\s\x00-\x1f\x7f-\x9f]")
+FORBIDDEN_IN_TYPE = re.compile(r"[<;'\\/|\"`^?!,>\s\x00-\x1f\x7f-\x9f]")
 # An absolute URL or a deep link starts with a scheme: https:, myapp:.
 _URL_SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*:", re.ASCII)
 _WEB_SCHEMES = ("https:", "http:")  # the usual ones, checked without the regex
@@ -233,7 +233,7 @@ def custom_type_problem(event_type: str) -> str | None:
         return "must not be empty"
     if len(event_type) > MAX_EVENT_TYPE:
         return f"must be at most {MAX_EVENT_TYPE} characters, got {len(event_type)}"
-    bad = _FORBIDDEN_IN_TYPE.search(event_type)
+    bad = FORBIDDEN_IN_TYPE.search(event_type)
     if bad:
         return (
             f"must not contain {bad.group()!r} (at position {bad.start()}): Yespo refuses event types "

@@ -3,7 +3,8 @@
 The endpoint (``POST {web_path}``) takes ``{"siteKey", "anonymousId"?, "batch": [events]}``
 as JSON or ``text/plain`` (a "simple" request: no CORS preflight, and what `sendBeacon`
 sends). Site keys are public, so each is tied to the origins allowed to use it, and CORS
-is answered for those origins only.
+is answered for those origins only; each client address has a request ceiling
+(`collector.web.ratelimit`), checked before the body is read.
 
 One request is one visitor: `anonymousId` from the body, else the first-party cookie,
 else a new one; the reply sets or refreshes the cookie. What becomes of the events of a
@@ -17,16 +18,17 @@ import hashlib
 import re
 from collections.abc import Callable
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import SplitResult, urlsplit
 
 from starlette.requests import Request
 from starlette.responses import Response
 
 from ..config import Settings
-from ..errors import BadRequest, Forbidden, PayloadTooLarge, RequestError
+from ..errors import BadRequest, Forbidden, PayloadTooLarge, RequestError, TooManyRequests
 from ..metrics import Metrics
 from ..spool import Spool
 from ..web.http import json_response, parse_json, read_body
+from ..web.ratelimit import ClientAddress, RateLimiter, retry_after
 from .base import Counters, Source
 from .visitors import Visitors
 
@@ -44,16 +46,32 @@ _BODY_KEYS = frozenset({"siteKey", "anonymousId", "batch", "v", "sentAt"})
 
 
 def request_origin(request: Request) -> str | None:
-    """The page's origin: the Origin header, else the Referer's scheme and host."""
+    """The page's origin: the Origin header, else the Referer's scheme and host; None when
+    the request names neither. Raises `Forbidden` for a value that is not a URL (no
+    browser sends one)."""
     origin = request.headers.get("origin")
     if origin and origin != "null":
-        return origin.rstrip("/")
+        origin = origin.rstrip("/")
+        parts = _split(origin)
+        if parts is None or not parts.scheme or not parts.netloc:
+            raise Forbidden("the Origin header is not an origin such as https://shop.example")
+        return origin
     referer = request.headers.get("referer")
     if referer:
-        parts = urlsplit(referer)
+        parts = _split(referer)
+        if parts is None:
+            raise Forbidden("the Referer header is not a URL")
         if parts.scheme and parts.netloc:
             return f"{parts.scheme}://{parts.netloc}"
     return None
+
+
+def _split(url: str) -> SplitResult | None:
+    # urlsplit raises ValueError on some malformed hosts ("http://[::1", odd Unicode).
+    try:
+        return urlsplit(url)
+    except ValueError:
+        return None
 
 
 def origin_allowed(origin: str, allowed: tuple[str, ...], request: Request) -> bool:
@@ -61,8 +79,10 @@ def origin_allowed(origin: str, allowed: tuple[str, ...], request: Request) -> b
         if entry == "*" or entry == origin:
             return True
         # "self": the collector's own host (the scheme may differ behind a TLS proxy).
-        if entry == "self" and urlsplit(origin).netloc == request.headers.get("host"):
-            return True
+        if entry == "self":
+            parts = _split(origin)
+            if parts is not None and parts.netloc == request.headers.get("host"):
+                return True
     return False
 
 
@@ -81,11 +101,42 @@ class Browser(Source):
         self._counters = Counters(metrics, "web")
         self.counters = (self._counters,)
         self.visitors = Visitors(settings, spool, metrics, self._counters, on_append)
+        self.limiter = (
+            RateLimiter(settings.web_rate, settings.web_burst) if settings.web_rate else None
+        )
+        self.client_address = ClientAddress(settings.trusted_proxies)
+
+    # -- the ceiling per client -------------------------------------------------------------
+
+    def _limit(self, request: Request) -> None:
+        """Raises `TooManyRequests` for a client past its ceiling (before its body is read)."""
+        if self.limiter is None:
+            return
+        peer = request.client.host if request.client else None
+        client = self.client_address(peer, request.headers.get("x-forwarded-for"))
+        wait = self.limiter.wait(client)
+        if wait:
+            seconds = retry_after(wait)
+            raise TooManyRequests(
+                f"too many requests from {client or 'this client'}: at most"
+                f" {self.limiter.rate:g} a second and {self.limiter.burst} at once;"
+                f" try again in {seconds} s",
+                seconds,
+            )
 
     # -- CORS ----------------------------------------------------------------------------
 
     def _allowed_anywhere(self, origin: str, request: Request) -> bool:
         return any(origin_allowed(origin, o, request) for o in self.sites.values())
+
+    def _known_page(self, request: Request) -> str | None:
+        """The page's origin when some site key allows it, so that a refusal can be read
+        there; else None."""
+        try:
+            origin = request_origin(request)
+        except Forbidden:
+            return None
+        return origin if origin is not None and self._allowed_anywhere(origin, request) else None
 
     @staticmethod
     def _cors(origin: str | None) -> dict[str, str]:
@@ -99,9 +150,15 @@ class Browser(Source):
 
     async def preflight(self, request: Request) -> Response:
         """OPTIONS: only needed for JSON bodies; text/plain (the script's) skips it."""
-        origin = request_origin(request)
-        if origin is None or not self._allowed_anywhere(origin, request):
-            return Response(status_code=403)
+        try:
+            self._limit(request)
+            origin = request_origin(request)
+            if origin is None:
+                raise Forbidden("no Origin: a CORS preflight comes from a page, which names it")
+            if not self._allowed_anywhere(origin, request):
+                raise Forbidden(f"no site key is allowed on {origin}")
+        except RequestError as exc:
+            return self._refusal(exc, request, None)
         headers = self._cors(origin)
         headers["Access-Control-Allow-Methods"] = "POST"
         headers["Access-Control-Allow-Headers"] = "Content-Type"
@@ -112,40 +169,45 @@ class Browser(Source):
 
     async def events(self, request: Request) -> Response:
         """POST {web_path}: a batch of one visitor's events from the tracking script."""
-        origin = request_origin(request)
         allowed: str | None = None
         try:
+            self._limit(request)
+            page = request_origin(request)
             data = parse_json(await read_body(request, MAX_WEB_BODY_BYTES))
             site_key, batch, given_id = self._envelope(data)
             origins = self.sites.get(site_key)
             if origins is None:
                 raise Forbidden(f"unknown site key {site_key!r}")
-            if origin is None:
+            if page is None:
                 raise Forbidden("no Origin or Referer: browsers send one, so this is not a page")
-            if not origin_allowed(origin, origins, request):
-                raise Forbidden(f"site key {site_key!r} is not allowed on {origin}")
-            allowed = origin
+            if not origin_allowed(page, origins, request):
+                raise Forbidden(f"site key {site_key!r} is not allowed on {page}")
+            allowed = page
             anonymous_id = given_id or self._cookie_id(request) or self._new_visitor_id()
             self._counters.received += len(batch)
             reply = await self.visitors.take(batch, anonymous_id)
         except RequestError as exc:
-            self.metrics.refused_requests.labels("web", str(exc.status_code)).inc()
-            # A page of a known site must see the refusal (the script then gives up on the
-            # batch); without CORS headers it would look like a network error, resent
-            # forever.
-            if allowed is None and origin is not None and self._allowed_anywhere(origin, request):
-                allowed = origin
-            return json_response({"error": exc.message}, exc.status_code, self._cors(allowed))
+            return self._refusal(exc, request, allowed)
         response = json_response(reply, 200 if reply["accepted"] else 400, self._cors(allowed))
         response.set_cookie(
             self.settings.visitor_cookie,
             anonymous_id,
             max_age=COOKIE_MAX_AGE_S,
             domain=self.settings.cookie_domain,
-            secure=origin.startswith("https:"),
+            secure=page.startswith("https:"),
             samesite="lax",
         )
         return response
+
+    def _refusal(self, exc: RequestError, request: Request, allowed: str | None) -> Response:
+        """A refusal as JSON, with CORS headers for a page some site key allows: the script
+        must see it (a 429 to retry later, a 4xx to give the batch up), or it looks like a
+        network error, resent forever. Other origins get none (see docs/api.md)."""
+        self.metrics.refused_requests.labels("web", str(exc.status_code)).inc()
+        headers = self._cors(allowed or self._known_page(request))
+        if isinstance(exc, TooManyRequests):
+            headers["Retry-After"] = str(exc.retry_after)
+        return json_response({"error": exc.message}, exc.status_code, headers)
 
     @staticmethod
     def _envelope(data: Any) -> tuple[str, list[Any], str | None]:

@@ -13,18 +13,33 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from ..errors import ConfigError
-from .base import DeadLetter, DeadLetters, EntryLike, Queue, Record, Spool, SpoolStats, VisitorStore
+from .base import (
+    CartStore,
+    DeadLetter,
+    DeadLetters,
+    EntryLike,
+    Queue,
+    Record,
+    Rejected,
+    RejectedLog,
+    Spool,
+    SpoolStats,
+    VisitorStore,
+)
 
 if TYPE_CHECKING:
     from ..config import Settings
 
 __all__ = [
     "BACKENDS",
+    "CartStore",
     "DeadLetter",
     "DeadLetters",
     "EntryLike",
     "Queue",
     "Record",
+    "Rejected",
+    "RejectedLog",
     "Spool",
     "SpoolStats",
     "VisitorStore",

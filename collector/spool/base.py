@@ -23,17 +23,21 @@ Guarantees every backend keeps (the contract suite in tests/spool/ checks them o
   and the caller is told how many expired. Held entries share the dedup window.
 * One request of a visitor at a time: `visitor_lock` excludes every other holder of the
   same visitor's lock, in every process that shares the store, and no other visitor.
+* A remembered cart (`CartStore`) is kept until it is saved as None or expires; a saved
+  cart is committed before `save_carts` returns.
+* Calls that a source answered with success but could not make into Yespo events
+  (`RejectedLog`) are kept with their reason, the newest `keep` of them, until purged.
 
-Three concerns, three interfaces (`Queue`, `DeadLetters`, `VisitorStore`); a backend is a
-`Spool`, all three over one storage, so that `identify` can move held entries into the
-queue in one transaction.
+Five concerns, five interfaces (`Queue`, `DeadLetters`, `VisitorStore`, `CartStore`,
+`RejectedLog`); a backend is a `Spool`, all of them over one storage, so that `identify`
+can move held entries into the queue in one transaction.
 """
 
 from __future__ import annotations
 
 import abc
 import asyncio
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
 from typing import Protocol
@@ -248,7 +252,8 @@ class VisitorStore(abc.ABC):
         bound: int | None = None,
     ) -> None:
         """In one transaction: remember that `visitor` is `contact`, delete the held
-        entries `release`, and append `entries` (what they became) to the queue. The
+        entries `release` (of this visitor or of others the same person was known by),
+        and append `entries` (what they became) to the queue. The
         entries are not checked for duplicates again (their holding was). Raises
         `SpoolFull` (nothing changes: they stay held) when they would take the queue past
         its bound, as `append` does."""
@@ -257,6 +262,16 @@ class VisitorStore(abc.ABC):
     async def contact_of(self, visitor: str, since: int) -> bytes | None:
         """The contact the visitor identified as at or after `since` (epoch ms), if any."""
 
+    async def contacts_of(self, visitors: Sequence[str], since: int) -> dict[str, bytes]:
+        """`contact_of` for many visitors at once (a Segment batch names many people): the
+        ones remembered. A backend overrides it to read them in one round trip."""
+        found = {}
+        for visitor in dict.fromkeys(visitors):
+            contact = await self.contact_of(visitor, since)
+            if contact is not None:
+                found[visitor] = contact
+        return found
+
     @abc.abstractmethod
     async def expire_held(self, held_before: int, visitors_before: int) -> int:
         """Delete held entries received before `held_before` and forget visitors identified
@@ -264,8 +279,65 @@ class VisitorStore(abc.ABC):
         return how many held entries were deleted."""
 
 
-class Spool(Queue, DeadLetters, VisitorStore):
-    """Interface of every spool backend: the three concerns in one storage."""
+class CartStore(abc.ABC):
+    """Carts remembered per shopper, for senders that tell one product at a time (Segment's
+    Product Added) where Yespo wants the whole cart. A cart is the caller's bytes; the store
+    only keeps them. Callers take one cart's changes one at a time (`visitor_lock` on the
+    cart's key), so the store needs no compare-and-set: a key-value store with expiry
+    (Redis's GET, SET and DEL) is enough."""
+
+    @abc.abstractmethod
+    async def cart(self, key: str) -> bytes | None:
+        """The cart saved under `key`, if any."""
+
+    @abc.abstractmethod
+    async def save_carts(self, carts: Mapping[str, bytes | None], now: int) -> None:
+        """Save each cart (None: forget it), all in one commit, stamped `now` (epoch ms)."""
+
+    @abc.abstractmethod
+    async def expire_carts(self, saved_before: int, max_carts: int) -> int:
+        """Forget carts last saved before `saved_before`, and the oldest beyond
+        `max_carts`; return how many were forgotten."""
+
+
+@dataclass(frozen=True, slots=True)
+class Rejected:
+    """A call a source took (its protocol answers it with success) and could not make into a
+    Yespo event: kept so that an operator can see what was sent and why it went no further."""
+
+    source: str  # the way in, e.g. "segment"
+    reason: str  # a short code, e.g. "no_product_id" (also the metric's label)
+    detail: str  # what exactly is wrong, for a person
+    message_id: str | None  # the sender's id of the call, when it gave one
+    body: bytes  # the call as received (JSON)
+    at: int  # epoch ms, when it was received
+    seq: int = 0  # set by the log
+
+
+class RejectedLog(abc.ABC):
+    """Rejected calls, newest kept: the sender was told success (Segment's SDKs would
+    otherwise retry or drop the good calls of a batch beside it), so this is where a
+    wrong call shows up."""
+
+    @abc.abstractmethod
+    async def keep_rejected(self, calls: Sequence[Rejected], keep: int) -> None:
+        """Commit `calls`; then keep at most the newest `keep` of all rejected calls."""
+
+    @abc.abstractmethod
+    async def rejected(self, limit: int, reason: str | None = None) -> list[Rejected]:
+        """Rejected calls (of `reason`, if given), oldest first, at most `limit`."""
+
+    @abc.abstractmethod
+    async def purge_rejected(self, reason: str | None = None) -> int:
+        """Delete rejected calls (all, or those of `reason`); return how many."""
+
+    @abc.abstractmethod
+    async def rejected_counts(self) -> dict[str, int]:
+        """Rejected calls kept, by reason."""
+
+
+class Spool(Queue, DeadLetters, VisitorStore, CartStore, RejectedLog):
+    """Interface of every spool backend: the five concerns in one storage."""
 
     #: What a committed write survives, when the backend can only tell once open (Redis:
     #: the server's persistence setting); shown in /readyz's detail. None: as documented.

@@ -5,11 +5,11 @@ from __future__ import annotations
 import os
 import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 
 from ..errors import DeliveryClaimed, SpoolFull
-from .base import DeadLetter, EntryLike, LocalVisitorLocks, Record, Spool, SpoolStats
+from .base import DeadLetter, EntryLike, LocalVisitorLocks, Record, Rejected, Spool, SpoolStats
 
 
 @dataclass(slots=True)
@@ -33,6 +33,9 @@ class MemorySpool(LocalVisitorLocks, Spool):
         self._held_count = 0
         self._visitors: dict[str, tuple[bytes, int]] = {}  # visitor -> (contact, identified at)
         self._delivering = False
+        self._carts: dict[str, tuple[bytes, int]] = {}  # key -> (cart, saved at), oldest first
+        self._rejected: list[Rejected] = []
+        self._rejected_seq = 0
 
     async def open(self) -> None:
         return None
@@ -248,12 +251,14 @@ class MemorySpool(LocalVisitorLocks, Spool):
     ) -> None:
         self._check_bound(len(entries), bound)
         self._visitors[visitor] = (contact, now)
-        held = self._held.get(visitor, {})
-        for seq in release:
-            if held.pop(seq, None) is not None:
+        wanted = set(release)
+        for key in [v for v, held in self._held.items() if not wanted.isdisjoint(held)]:
+            held = self._held[key]
+            for seq in wanted.intersection(held):
+                del held[seq]
                 self._held_count -= 1
-        if not held:
-            self._held.pop(visitor, None)
+            if not held:
+                del self._held[key]
         for e in entries:
             self._enqueue(self._new_record(e, now))
 
@@ -278,3 +283,46 @@ class MemorySpool(LocalVisitorLocks, Spool):
             for visitor in by_age[: len(self._visitors) - self.max_events]:
                 del self._visitors[visitor]
         return expired
+
+    # -- carts ---------------------------------------------------------------------------
+
+    async def cart(self, key: str) -> bytes | None:
+        found = self._carts.get(key)
+        return None if found is None else found[0]
+
+    async def save_carts(self, carts: Mapping[str, bytes | None], now: int) -> None:
+        for key, cart in carts.items():
+            self._carts.pop(key, None)  # re-inserted last: the dict stays oldest first
+            if cart is not None:
+                self._carts[key] = (cart, now)
+
+    async def expire_carts(self, saved_before: int, max_carts: int) -> int:
+        old = [k for k, (_, at) in self._carts.items() if at < saved_before]
+        rest = [k for k, (_, at) in self._carts.items() if at >= saved_before]
+        old += rest[: max(0, len(rest) - max_carts)]  # oldest first
+        for key in old:
+            del self._carts[key]
+        return len(old)
+
+    # -- rejected calls ------------------------------------------------------------------
+
+    async def keep_rejected(self, calls: Sequence[Rejected], keep: int) -> None:
+        for call in calls:
+            self._rejected_seq += 1
+            self._rejected.append(replace(call, seq=self._rejected_seq))
+        del self._rejected[: max(0, len(self._rejected) - keep)]
+
+    async def rejected(self, limit: int, reason: str | None = None) -> list[Rejected]:
+        return [r for r in self._rejected if reason is None or r.reason == reason][:limit]
+
+    async def purge_rejected(self, reason: str | None = None) -> int:
+        kept = [r for r in self._rejected if reason is not None and r.reason != reason]
+        purged = len(self._rejected) - len(kept)
+        self._rejected = kept
+        return purged
+
+    async def rejected_counts(self) -> dict[str, int]:
+        counts: dict[str, int] = {}
+        for r in self._rejected:
+            counts[r.reason] = counts.get(r.reason, 0) + 1
+        return counts

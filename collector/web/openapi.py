@@ -15,6 +15,8 @@ from .. import __version__
 from ..config import Settings
 
 JSON = "application/json"
+# Segment's call types, each with its own endpoint beside /v1/batch.
+_SEGMENT_TYPES = ("track", "page", "screen", "identify", "alias", "group")
 
 
 def _ref(name: str) -> dict[str, str]:
@@ -39,12 +41,13 @@ def _refusals(form: str, *statuses: int) -> dict[str, Any]:
         401: "missing or unknown key",
         403: "the site key is unknown or not allowed on the page's origin",
         413: "the body or the batch is over its limit",
+        429: "this client sent more than its request ceiling: retry after Retry-After",
         503: "nothing was stored: the spool or the collector cannot take it now; retry later",
     }
     out: dict[str, Any] = {}
     for status in statuses:
-        if status == 503:
-            out["503"] = _json(error, why[503], **{"Retry-After": "seconds to wait"})
+        if status in (429, 503):
+            out[str(status)] = _json(error, why[status], **{"Retry-After": "seconds to wait"})
         elif status == 401:
             out["401"] = _json(error, why[401], **{"WWW-Authenticate": "the scheme to use"})
         else:
@@ -184,6 +187,44 @@ def _schemas() -> dict[str, Any]:
                 "anonymousId": text,
             },
         },
+        "SegmentCall": {
+            "type": "object",
+            "description": "One Segment call (track, page, screen, identify, alias or group),"
+            " as Segment's HTTP Tracking API takes it: docs/segment.md.",
+            "properties": {
+                "type": {"enum": list(_SEGMENT_TYPES)},
+                "messageId": text,
+                "userId": {"type": ["string", "number"]},
+                "anonymousId": {"type": ["string", "number"]},
+                "previousId": {"type": ["string", "number"]},
+                "groupId": {"type": ["string", "number"]},
+                "event": text,
+                "name": text,
+                "properties": {"type": "object"},
+                "traits": {"type": "object"},
+                "context": {"type": "object"},
+                "integrations": {"type": "object"},
+                "timestamp": text,
+                "originalTimestamp": text,
+                "sentAt": text,
+            },
+        },
+        "SegmentBatch": {
+            "type": "object",
+            "required": ["batch"],
+            "properties": {
+                "batch": {"type": "array", "items": _ref("SegmentCall")},
+                "sentAt": text,
+                "writeKey": text,
+                "context": {"type": "object"},
+                "integrations": {"type": "object"},
+            },
+        },
+        "SegmentSuccess": {
+            "type": "object",
+            "required": ["success"],
+            "properties": {"success": {"const": True}},
+        },
         "Health": {
             "type": "object",
             "required": ["status", "version"],
@@ -201,6 +242,48 @@ def _schemas() -> dict[str, Any]:
             },
         },
     }
+
+
+def _segment() -> dict[str, Any]:
+    """Segment's HTTP Tracking API: /v1/batch and one endpoint per call type."""
+    writekey: list[dict[str, list[str]]] = [{"writekey": []}]
+    answers = {
+        "200": _json(
+            _ref("SegmentSuccess"),
+            "taken; a call that cannot become a Yespo event is kept in the rejected log",
+        ),
+        "400": _json(_ref("Message"), "not JSON, not a call or a batch, or over Segment's limits"),
+        **_refusals("message", 401, 503),
+    }
+    gzip = "Content-Encoding: gzip is taken; the body inflates to at most 500 KB."
+    paths = {
+        "/v1/batch": {
+            "post": {
+                "summary": "Segment's batch: calls of any type, at most 500 KB, 32 KB each",
+                "description": gzip,
+                "security": writekey,
+                "requestBody": {
+                    "required": True,
+                    "content": {JSON: {"schema": _ref("SegmentBatch")}},
+                },
+                "responses": answers,
+            }
+        }
+    }
+    for call in _SEGMENT_TYPES:
+        paths[f"/v1/{call}"] = {
+            "post": {
+                "summary": f"One Segment {call} call, at most 32 KB",
+                "description": gzip,
+                "security": writekey,
+                "requestBody": {
+                    "required": True,
+                    "content": {JSON: {"schema": _ref("SegmentCall")}},
+                },
+                "responses": answers,
+            }
+        }
+    return paths
 
 
 def openapi(settings: Settings) -> dict[str, Any]:
@@ -255,6 +338,7 @@ def openapi(settings: Settings) -> dict[str, Any]:
                 },
             }
         },
+        **_segment(),
         web: {
             "post": {
                 "summary": "The tracking script's events: one visitor's batch",
@@ -272,14 +356,19 @@ def openapi(settings: Settings) -> dict[str, Any]:
                         {"oneOf": [_ref("BrowserReply"), _ref("Error")]},
                         "nothing accepted, or the body is not a batch",
                     ),
-                    **_refusals("error", 403, 413, 503),
+                    **_refusals("error", 403, 413, 429, 503),
                 },
             },
             "options": {
                 "summary": "CORS preflight (only JSON bodies need one)",
                 "responses": {
                     "204": {"description": "the origin is allowed"},
-                    "403": {"description": "the origin is allowed for no site key"},
+                    "403": _json(_ref("Error"), "the origin is allowed for no site key"),
+                    "429": _json(
+                        _ref("Error"),
+                        "this client sent more than its request ceiling",
+                        **{"Retry-After": "seconds to wait"},
+                    ),
                 },
             },
         },
@@ -342,6 +431,12 @@ def openapi(settings: Settings) -> dict[str, Any]:
             "securitySchemes": {
                 "bearer": {"type": "http", "scheme": "bearer"},
                 "basic": {"type": "http", "scheme": "basic"},
+                "writekey": {
+                    "type": "http",
+                    "scheme": "basic",
+                    "description": "A Segment write key as the user name, no password"
+                    " (or writeKey in the body).",
+                },
             },
         },
     }

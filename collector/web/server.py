@@ -16,6 +16,7 @@ import gc
 import sys
 from typing import Any
 
+import orjson
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 
@@ -65,6 +66,7 @@ MAX_HEAD_BYTES = 64 * 1024
 # a client that sends part of a request, or nothing (each holds a socket).
 REQUEST_TIMEOUT_S = 30.0
 _SWEEP_EVERY_S = 1.0
+HEAD_TOO_LARGE = f"the request line and headers are over the limit of {MAX_HEAD_BYTES:,} bytes"
 
 
 class CorkedHttpToolsProtocol(HttpToolsProtocol):
@@ -73,12 +75,17 @@ class CorkedHttpToolsProtocol(HttpToolsProtocol):
     (`REQUEST_TIMEOUT_S`, else 408 and the connection is closed).
 
     Both cost a request next to nothing: the head is counted only while it is incomplete
-    after a read (a whole request in one read, the usual case, is never counted), and
+    after a read, and a completed head is measured only when the reads it came in add up
+    to more than the bound (a request of a few KB in one read, the usual case, never is);
     one sweep per second for all connections watches for a request that stays unfinished.
     """
 
     _head_of: object = None  # the cycle before the head being counted
     _head_bytes = 0
+    # Bytes received since the start of the read in which the last head was completed: the
+    # next head to complete is within them, so while they are few it cannot be too large.
+    _window = 0
+    _read = 0  # the size of the read being parsed
     _stuck: tuple[object, float] | None = None  # (cycle, first seen unfinished), by sweep
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
@@ -91,6 +98,8 @@ class CorkedHttpToolsProtocol(HttpToolsProtocol):
         # uvicorn leaves `more_body` set on a request answered before its body was read
         # (a 401, 404 or 413): its later bytes count as a head then, not as a body.
         reading_body = cycle is not None and cycle.more_body and not cycle.response_complete
+        self._read = len(data)
+        self._window += self._read
         super().data_received(data)
         if self.cycle is cycle and not reading_body:
             # No body was being read and no head was completed by this read: a head is
@@ -99,7 +108,28 @@ class CorkedHttpToolsProtocol(HttpToolsProtocol):
                 self._head_of, self._head_bytes = cycle, 0
             self._head_bytes += len(data)
             if self._head_bytes > MAX_HEAD_BYTES and not self.transport.is_closing():
-                self._refuse(b"431 Request Header Fields Too Large")
+                self._refuse(431, "Request Header Fields Too Large", HEAD_TOO_LARGE)
+
+    def on_headers_complete(self) -> None:
+        # A head that arrived whole within reads that together pass the bound (one large
+        # read, or the last of several) is measured; it goes to an app that answers 431.
+        if self._window > MAX_HEAD_BYTES and self._head_size() > MAX_HEAD_BYTES:
+            app, self.app = self.app, _head_too_large
+            try:
+                super().on_headers_complete()
+            finally:
+                self.app = app
+        else:
+            super().on_headers_complete()
+        self._window = self._read  # the rest of this read may begin the next head
+
+    def _head_size(self) -> int:
+        """The bytes of the request line, the headers and the blank line after them, as
+        written without optional spaces ("GET /path HTTP/1.1", "Name: value")."""
+        size = len(self.parser.get_method()) + len(self.url) + 14
+        for name, value in self.headers:
+            size += len(name) + len(value) + 4
+        return size
 
     def _receiving(self) -> bool:
         """A request is on its way: nothing yet on a new connection, a head after the
@@ -111,11 +141,56 @@ class CorkedHttpToolsProtocol(HttpToolsProtocol):
             return self.timeout_keep_alive_task is None
         return cycle.more_body
 
-    def _refuse(self, status: bytes) -> None:
-        self.transport.write(
-            b"HTTP/1.1 " + status + b"\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
-        )
+    def send_400_response(self, msg: str) -> None:
+        """Bytes the HTTP parser refuses (a NUL in the path, two Content-Lengths, TLS sent
+        to the plain port): uvicorn's answer is text; the collector's refusals are JSON."""
+        self._refuse(400, "Bad Request", "the request is not valid HTTP/1.1")
+
+    def _unsupported_upgrade_warning(self) -> None:
+        """Nothing to say: with ws="none" a request asking for a WebSocket (or any other
+        protocol) is answered as the plain HTTP request it also is. uvicorn logs two
+        warnings for each, one of them advice to install a WebSocket library: anyone could
+        fill the log with them."""
+
+    def _refuse(self, status: int, phrase: str, reason: str) -> None:
+        self.transport.write(refusal(status, phrase, reason))
         self.transport.close()
+
+
+async def _head_too_large(scope: Any, receive: Any, send: Any) -> None:
+    """Answers a request whose head passed `MAX_HEAD_BYTES`, and closes the connection."""
+    body = orjson.dumps({"error": HEAD_TOO_LARGE})
+    headers = [
+        (b"content-type", b"application/json"),
+        (b"content-length", b"%d" % len(body)),
+        (b"connection", b"close"),
+    ]
+    await send({"type": "http.response.start", "status": 431, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+def refusal(status: int, phrase: str, reason: str) -> bytes:
+    """A whole HTTP answer that closes the connection, with `reason` as the collector words
+    its refusals (`{"error": ...}`): the protocol answers before any endpoint is chosen."""
+    body = orjson.dumps({"error": reason})
+    head = f"HTTP/1.1 {status} {phrase}\r\ncontent-type: application/json\r\n"
+    head += f"content-length: {len(body)}\r\nconnection: close\r\n\r\n"
+    return head.encode() + body
+
+
+# How uvicorn runs the collector, in `collector serve` and in the tests alike.
+UVICORN_OPTIONS: dict[str, Any] = {
+    "http": CorkedHttpToolsProtocol,  # one write per response, bounded requests (above)
+    # No endpoint speaks WebSocket: an Upgrade request is answered as the plain HTTP
+    # request it also is, not handed to the websockets library (whose 403 had no body).
+    "ws": "none",
+    "access_log": False,  # one log line per event request would cost more than the request
+    "server_header": False,
+    # uvicorn's X-Forwarded-* parsing stays off: only the browser endpoint's ceiling reads
+    # the client's address, and it believes X-Forwarded-For from COLLECTOR_TRUSTED_PROXIES
+    # only (web/ratelimit.py); nothing reads the scheme (origins are checked by their Host).
+    "proxy_headers": False,
+}
 
 
 _sweeping: set[asyncio.AbstractEventLoop] = set()
@@ -140,7 +215,8 @@ def _sweep_later(loop: asyncio.AbstractEventLoop, connections: set[Any]) -> None
             if stuck is None or stuck[0] is not protocol.cycle:
                 protocol._stuck = (protocol.cycle, now)
             elif now - stuck[1] > REQUEST_TIMEOUT_S:
-                protocol._refuse(b"408 Request Timeout")
+                reason = f"the request did not arrive whole within {REQUEST_TIMEOUT_S:g} s"
+                protocol._refuse(408, "Request Timeout", reason)
         if connections:
             loop.call_later(_SWEEP_EVERY_S, sweep)
         else:

@@ -178,3 +178,28 @@ async def test_one_request_of_a_visitor_at_a_time_and_other_visitors_go_on(spool
     let_go.set()
     await asyncio.gather(*tasks)
     assert order == ["first in", "other visitor", "first out", "second in"]
+
+
+async def test_identify_releases_held_entries_of_the_other_names_of_a_person(
+    spool: Spool,
+) -> None:
+    # One person, two names (Segment's anonymousId and userId): one identify releases what
+    # was held under either, in the order it came, and the rest stays held.
+    await spool.hold([held("a1"), held("b1", V2), held("a2"), held("b2", V2)], T0, 10)
+    records = sorted([*await spool.held(V1), *await spool.held(V2)], key=lambda r: r.seq)
+    release = [r for r in records if r.message_id != "b2"]
+    became = [Entry(r.message_id) for r in release]
+    await spool.identify(V1, CONTACT, T0 + 1, [r.seq for r in release], became)
+    assert [r.message_id for r in await spool.pending(10)] == ["a1", "b1", "a2"]
+    assert await spool.held(V1) == []
+    assert [r.message_id for r in await spool.held(V2)] == ["b2"]
+    assert (await spool.stats()).held == 1
+
+
+async def test_many_visitors_contacts_are_read_at_once(spool: Spool) -> None:
+    await spool.identify(V1, CONTACT, T0)
+    await spool.identify(V2, b'{"email":"b@example.com"}', T0 + 10)
+    found = await spool.contacts_of([V1, V2, "visitor:nobody", V1], T0)
+    assert found == {V1: CONTACT, V2: b'{"email":"b@example.com"}'}
+    assert await spool.contacts_of([V1, V2], T0 + 5) == {V2: b'{"email":"b@example.com"}'}
+    assert await spool.contacts_of([], T0) == {}

@@ -421,8 +421,8 @@ redis.call('HSET', P..'vis', visitor, ARGV[4])
 redis.call('ZADD', P..'vist', num(now), visitor)
 for _, seq in ipairs(cmsgpack.unpack(ARGV[5])) do
   seq = tostring(seq)
-  local h = redis.call('HGET', P..'hx', seq)
-  if h and cmsgpack.unpack(h)[3] == visitor then drop_held(seq) end
+  -- of this visitor or of another name the same person was known by
+  if redis.call('HEXISTS', P..'hx', seq) == 1 then drop_held(seq) end
 end
 local base = seqs(#entries)
 for i, e in ipairs(entries) do enqueue(tostring(base + i), e[5], e[6], e[4], e[3]) end
@@ -481,6 +481,114 @@ redis.call('PEXPIRE', P..'rate', 600000)
 local wait = 0
 if taken == 0 then wait = math.ceil((1 - tokens) * 1000 / rate) end
 return {taken, wait}
+"""
+)
+
+# ARGV: now, then per cart: key, 1 (save) or 0 (forget), the cart.
+SAVE_CARTS = (
+    _COMMON
+    + r"""
+for i = 2, #ARGV, 3 do
+  if ARGV[i + 1] == '1' then
+    redis.call('HSET', P..'ct', ARGV[i], ARGV[i + 2])
+    redis.call('ZADD', P..'cz', ARGV[1], ARGV[i])
+  else
+    redis.call('HDEL', P..'ct', ARGV[i])
+    redis.call('ZREM', P..'cz', ARGV[i])
+  end
+end
+return 0
+"""
+)
+
+# ARGV: saved before, most carts. Returns how many were forgotten.
+EXPIRE_CARTS = (
+    _COMMON
+    + r"""
+local gone = redis.call('ZRANGEBYSCORE', P..'cz', '-inf', '('..ARGV[1])
+local excess = redis.call('ZCARD', P..'cz') - #gone - tonumber(ARGV[2])
+if excess > 0 then
+  for _, k in ipairs(redis.call('ZRANGE', P..'cz', #gone, #gone + excess - 1)) do
+    gone[#gone + 1] = k
+  end
+end
+for _, k in ipairs(gone) do
+  redis.call('HDEL', P..'ct', k)
+  redis.call('ZREM', P..'cz', k)
+end
+return #gone
+"""
+)
+
+# Rejected calls: rz (zset seq -> seq), rj (hash x<seq> -> {source, reason, detail,
+# messageId|false, at}, b<seq> -> body), rr (hash reason -> count).
+_REJECTED = r"""
+local function drop_rejected(seq, reason)
+  redis.call('ZREM', P..'rz', seq)
+  redis.call('HDEL', P..'rj', 'x'..seq, 'b'..seq)
+  if redis.call('HINCRBY', P..'rr', reason, -1) <= 0 then redis.call('HDEL', P..'rr', reason) end
+end
+local function each_rejected(reason, fn)
+  for _, seq in ipairs(redis.call('ZRANGE', P..'rz', 0, -1)) do
+    local got = redis.call('HMGET', P..'rj', 'x'..seq, 'b'..seq)
+    local r = cmsgpack.unpack(got[1])
+    if reason == '' or r[2] == reason then
+      if fn(seq, r, got) then return end
+    end
+  end
+end
+"""
+
+# ARGV: keep, the calls' fields (packed), then each call's body.
+KEEP_REJECTED = (
+    _COMMON
+    + _REJECTED
+    + r"""
+for i, r in ipairs(cmsgpack.unpack(ARGV[2])) do
+  local seq = tostring(redis.call('INCR', P..'rseq'))
+  redis.call('HSET', P..'rj', 'x'..seq, cmsgpack.pack(r), 'b'..seq, ARGV[2 + i])
+  redis.call('ZADD', P..'rz', seq, seq)
+  redis.call('HINCRBY', P..'rr', r[2], 1)
+end
+local excess = redis.call('ZCARD', P..'rz') - tonumber(ARGV[1])
+if excess > 0 then
+  for _, seq in ipairs(redis.call('ZRANGE', P..'rz', 0, excess - 1)) do
+    drop_rejected(seq, cmsgpack.unpack(redis.call('HGET', P..'rj', 'x'..seq))[2])
+  end
+end
+return 0
+"""
+)
+
+# ARGV: limit, reason|''. Returns {seq, fields, body, ...}, oldest first.
+REJECTED = (
+    _COMMON
+    + _REJECTED
+    + r"""
+local out, limit = {}, tonumber(ARGV[1])
+if limit <= 0 then return out end
+each_rejected(ARGV[2], function(seq, _, got)
+  out[#out + 1] = seq
+  out[#out + 1] = got[1]
+  out[#out + 1] = got[2]
+  return #out >= 3 * limit
+end)
+return out
+"""
+)
+
+# ARGV: reason|''. Returns how many were deleted.
+PURGE_REJECTED = (
+    _COMMON
+    + _REJECTED
+    + r"""
+local n = 0
+each_rejected(ARGV[1], function(seq, r)
+  drop_rejected(seq, r[2])
+  n = n + 1
+  return false
+end)
+return n
 """
 )
 

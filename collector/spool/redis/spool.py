@@ -15,7 +15,7 @@ import os
 import secrets
 import socket
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -24,7 +24,15 @@ import redis.asyncio as aioredis
 from redis.exceptions import NoScriptError, RedisError, ResponseError
 
 from ...errors import DeliveryClaimed, SpoolError, SpoolFull
-from ..base import DeadLetter, EntryLike, LocalVisitorLocks, Record, Spool, SpoolStats
+from ..base import (
+    DeadLetter,
+    EntryLike,
+    LocalVisitorLocks,
+    Record,
+    Rejected,
+    Spool,
+    SpoolStats,
+)
 from . import scripts
 
 log = logging.getLogger("collector.spool")
@@ -112,6 +120,11 @@ class RedisSpool(Spool):
         self._expire_held = s(scripts.EXPIRE_HELD)
         self._unlock = s(scripts.UNLOCK)
         self._tokens = s(scripts.TOKENS)
+        self._save_carts = s(scripts.SAVE_CARTS)
+        self._expire_carts = s(scripts.EXPIRE_CARTS)
+        self._keep_rejected = s(scripts.KEEP_REJECTED)
+        self._rejected = s(scripts.REJECTED)
+        self._purge_rejected = s(scripts.PURGE_REJECTED)
         self._scripts = [self._append, self._hold, self._identify]  # run by `_write`
 
     async def _run(self, script: Any, args: Sequence[Any]) -> Any:
@@ -358,6 +371,50 @@ class RedisSpool(Spool):
     async def expire_held(self, held_before: int, visitors_before: int) -> int:
         args = [held_before, visitors_before, self.max_events]
         return int(await self._run(self._expire_held, args))
+
+    # -- carts and rejected calls ----------------------------------------------------------
+
+    async def cart(self, key: str) -> bytes | None:
+        try:
+            found = await self._redis.hget(PREFIX + "ct", key)
+        except (RedisError, OSError) as exc:
+            raise _error(exc) from exc
+        return found.encode() if isinstance(found, str) else found
+
+    async def save_carts(self, carts: Mapping[str, bytes | None], now: int) -> None:
+        if carts:
+            args: list[Any] = [now]
+            for key, cart in carts.items():
+                args += (key, 0 if cart is None else 1, cart or b"")
+            await self._run(self._save_carts, args)
+
+    async def expire_carts(self, saved_before: int, max_carts: int) -> int:
+        return int(await self._run(self._expire_carts, [saved_before, max_carts]))
+
+    async def keep_rejected(self, calls: Sequence[Rejected], keep: int) -> None:
+        fields = [(c.source, c.reason, c.detail, c.message_id or False, c.at) for c in calls]
+        await self._run(self._keep_rejected, [keep, _encode(fields), *(c.body for c in calls)])
+
+    async def rejected(self, limit: int, reason: str | None = None) -> list[Rejected]:
+        flat = await self._run(self._rejected, [limit, reason or ""])
+        out = []
+        for i in range(0, len(flat), 3):
+            source, why, detail, message_id, at = _decode(flat[i + 1])
+            out.append(
+                Rejected(source, why, detail, message_id or None, bytes(flat[i + 2]), int(at),
+                         seq=int(flat[i]))
+            )  # fmt: skip
+        return out
+
+    async def purge_rejected(self, reason: str | None = None) -> int:
+        return int(await self._run(self._purge_rejected, [reason or ""]))
+
+    async def rejected_counts(self) -> dict[str, int]:
+        try:
+            got = await self._redis.hgetall(PREFIX + "rr")
+        except (RedisError, OSError) as exc:
+            raise _error(exc) from exc
+        return {_text(k): int(v) for k, v in got.items() if int(v) > 0}
 
 
 def _error(exc: BaseException) -> SpoolError:

@@ -21,13 +21,15 @@ import queue
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
 import orjson
 
 from ...errors import SpoolError, SpoolFull
-from ..base import DeadLetter, EntryLike, LocalVisitorLocks, Record, Spool, SpoolStats
+from ..base import DeadLetter, EntryLike, LocalVisitorLocks, Record, Rejected, Spool, SpoolStats
+from . import carts as cart_sql
+from . import rejected as rejected_sql
 from . import sql
 from .claim import DeliveryLock
 from .jobs import STOP, Append, Call, join_rows, resolve
@@ -136,6 +138,8 @@ class SqliteSpool(LocalVisitorLocks, Spool):
         conn.execute(f"PRAGMA mmap_size={_MMAP_BYTES}")
         conn.executescript(sql.SCHEMA)
         sql.upgrade(conn)
+        conn.executescript(cart_sql.SCHEMA)
+        conn.executescript(rejected_sql.SCHEMA)
         self._conn = conn
         self._recount()
 
@@ -600,8 +604,38 @@ class SqliteSpool(LocalVisitorLocks, Spool):
     async def contact_of(self, visitor: str, since: int) -> bytes | None:
         return await self._sql(sql.contact_of, visitor, since)
 
+    async def contacts_of(self, visitors: Sequence[str], since: int) -> dict[str, bytes]:
+        return await self._sql(sql.contacts_of, list(visitors), since) if visitors else {}
+
     async def expire_held(self, held_before: int, visitors_before: int) -> int:
         return await self._sql(
             sql.expire_held, held_before, visitors_before, self.max_events,
             after=lambda expired: self._adjust(0, -expired),
         )  # fmt: skip
+
+    # -- carts -----------------------------------------------------------------------------
+
+    async def cart(self, key: str) -> bytes | None:
+        return await self._sql(cart_sql.cart, key)
+
+    async def save_carts(self, saved: Mapping[str, bytes | None], now: int) -> None:
+        if saved:
+            await self._sql(cart_sql.save_carts, dict(saved), now)
+
+    async def expire_carts(self, saved_before: int, max_carts: int) -> int:
+        return await self._sql(cart_sql.expire_carts, saved_before, max_carts)
+
+    # -- rejected calls --------------------------------------------------------------------
+
+    async def keep_rejected(self, calls: Sequence[Rejected], keep: int) -> None:
+        if calls:
+            await self._sql(rejected_sql.keep_rejected, list(calls), keep)
+
+    async def rejected(self, limit: int, reason: str | None = None) -> list[Rejected]:
+        return await self._sql(rejected_sql.rejected, limit, reason)
+
+    async def purge_rejected(self, reason: str | None = None) -> int:
+        return await self._sql(rejected_sql.purge_rejected, reason)
+
+    async def rejected_counts(self) -> dict[str, int]:
+        return await self._sql(rejected_sql.rejected_counts)

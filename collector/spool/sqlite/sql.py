@@ -288,6 +288,15 @@ def contact_of(conn: sqlite3.Connection, visitor: str, since: int) -> bytes | No
     return None if row is None else bytes(row[0])
 
 
+def contacts_of(conn: sqlite3.Connection, visitors: Sequence[str], since: int) -> dict[str, bytes]:
+    rows = conn.execute(
+        "SELECT visitor, contact FROM visitors"
+        " WHERE visitor IN (SELECT value FROM json_each(?)) AND at >= ?",
+        (orjson.dumps(list(visitors)), since),
+    )
+    return {visitor: bytes(contact) for visitor, contact in rows}
+
+
 def expire_held(
     conn: sqlite3.Connection,
     held_before: int,
