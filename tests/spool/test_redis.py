@@ -15,7 +15,7 @@ from collector.config import Settings
 from collector.delivery.service import make_forwarder
 from collector.errors import ConfigError, SpoolFull
 from collector.metrics import Metrics
-from collector.spool import open_spool
+from collector.spool import Rejected, open_spool
 from collector.spool.redis import RedisSpool
 
 from ..redis_server import RedisServer
@@ -230,3 +230,12 @@ def test_a_dead_collectors_leases_last_COLLECTOR_LEASE_seconds() -> None:
     assert make_forwarder(settings, spool, Metrics()).lease_ms == 12_000
     with pytest.raises(ConfigError, match=r"COLLECTOR_LEASE .* twice YESPO_TIMEOUT"):
         Settings.from_env({"COLLECTOR_LEASE": "12", "YESPO_TIMEOUT": "10"})
+
+
+async def test_carts_and_rejected_calls_are_shared(three: list[RedisSpool]) -> None:
+    a, b, _ = three
+    await a.save_carts({"cart:x": b'{"products":[1]}'}, T0)
+    assert await b.cart("cart:x") == b'{"products":[1]}'
+    await a.keep_rejected([Rejected("segment", "no_url", "why", "m1", b"{}", T0)], keep=10)
+    assert await b.rejected_counts() == {"no_url": 1}
+    assert await b.purge_rejected() == 1
