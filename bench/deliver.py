@@ -52,7 +52,6 @@ import re
 import resource
 import secrets
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -75,6 +74,7 @@ from bench.ingest import (  # noqa: E402  (after the sys.path line, for `python 
     _no_proxy,
     clean_env,
     free_port,
+    redis_server,
     stop,
     tail,
     wait_http,
@@ -147,30 +147,6 @@ def spool_url(spool: Path) -> str:
 
 # --spool redis: the URL of the redis-server this run started (emptied before each drain)
 REDIS_URL: list[str] = []
-
-
-@contextlib.contextmanager
-def redis_server(workdir: Path) -> Iterator[str]:
-    """A redis-server of the run's own, appendonly yes + appendfsync always."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    proc = subprocess.Popen(
-        ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--dir", str(workdir),
-         "--appendonly", "yes", "--appendfsync", "always", "--save", "", "--loglevel", "warning"],
-        stdout=subprocess.DEVNULL, preexec_fn=_die_with_parent,
-    )  # fmt: skip
-    try:
-        deadline = time.monotonic() + 10
-        while subprocess.run(["redis-cli", "-p", str(port), "ping"], capture_output=True,
-                             check=False).stdout.strip() != b"PONG":  # fmt: skip
-            if time.monotonic() > deadline:
-                raise RuntimeError("redis-server did not start")
-            time.sleep(0.05)
-        yield f"redis://127.0.0.1:{port}/0"
-    finally:
-        proc.terminate()
-        proc.wait(10)
 
 
 def prefill(path: Path, entries: list[Entry]) -> float:
