@@ -73,7 +73,7 @@ class Source:
     """A way in, bound to one spool: normalization rules, ids, and the commit.
 
     `on_append` tells the forwarder that entries were committed (it looks at once instead
-    of at its next poll)."""
+    of at its next poll). A source sets up what is its own in `setup`."""
 
     def __init__(
         self,
@@ -89,6 +89,10 @@ class Source:
         self._on_append = on_append
         self._new_id = id_factory()
         self.counters: tuple[Counters, ...] = ()
+        self.setup()
+
+    def setup(self) -> None:
+        """What a source adds to the shared parts: its keys, counters, limits."""
 
     def flush_counters(self) -> None:
         for counters in self.counters:

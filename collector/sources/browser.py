@@ -16,17 +16,13 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Callable
 from typing import Any
 from urllib.parse import SplitResult, urlsplit
 
 from starlette.requests import Request
 from starlette.responses import Response
 
-from ..config import Settings
 from ..errors import BadRequest, Forbidden, PayloadTooLarge, RequestError, TooManyRequests
-from ..metrics import Metrics
-from ..spool import Spool
 from ..web.http import json_response, parse_json, read_body
 from ..web.ratelimit import ClientAddress, RateLimiter, retry_after
 from .base import Counters, Source
@@ -89,22 +85,14 @@ def origin_allowed(origin: str, allowed: tuple[str, ...], request: Request) -> b
 class Browser(Source):
     """The browser endpoint, bound to one spool."""
 
-    def __init__(
-        self,
-        settings: Settings,
-        spool: Spool,
-        metrics: Metrics,
-        on_append: Callable[[], None] | None = None,
-    ) -> None:
-        super().__init__(settings, spool, metrics, on_append)
-        self.sites = settings.site_origins()
-        self._counters = Counters(metrics, "web")
+    def setup(self) -> None:
+        s = self.settings
+        self.sites = s.site_origins()
+        self._counters = Counters(self.metrics, "web")
         self.counters = (self._counters,)
-        self.visitors = Visitors(settings, spool, metrics, self._counters, on_append)
-        self.limiter = (
-            RateLimiter(settings.web_rate, settings.web_burst) if settings.web_rate else None
-        )
-        self.client_address = ClientAddress(settings.trusted_proxies)
+        self.visitors = Visitors(s, self.spool, self.metrics, self._counters, self._on_append)
+        self.limiter = RateLimiter(s.web_rate, s.web_burst) if s.web_rate else None
+        self.client_address = ClientAddress(s.trusted_proxies)
 
     # -- the ceiling per client -------------------------------------------------------------
 

@@ -12,12 +12,9 @@ from typing import Any
 import orjson
 from starlette.types import Receive, Scope, Send
 
-from ..config import Settings
 from ..errors import BadRequest, FieldError, PayloadTooLarge, RequestError, Unavailable
-from ..metrics import Metrics
 from ..normalize import Normalized, inbound, normalize_event, normalize_inbound
 from ..normalize.routing import route
-from ..spool import Spool
 from ..web.auth import ApiKeys
 from ..web.http import OWN, error_reply, parse_json, receive_body
 from .base import Counters, Source, field_errors
@@ -32,19 +29,13 @@ def _message_id_of(raw: object) -> object:
 class EventsApi(Source):
     """POST /v1/events, bound to one spool."""
 
-    def __init__(
-        self,
-        settings: Settings,
-        spool: Spool,
-        metrics: Metrics,
-        on_append: Callable[[], None] | None = None,
-    ) -> None:
-        super().__init__(settings, spool, metrics, on_append)
-        self.keys = ApiKeys(settings.api_keys, settings.generated_key)
-        self.max_body = settings.max_body_bytes
-        self.max_batch = settings.max_batch_events
-        self.orders_api = settings.yespo_orders_api
-        self._on_events = Counters(metrics, "events")
+    def setup(self) -> None:
+        s = self.settings
+        self.keys = ApiKeys(s.api_keys, s.generated_key)
+        self.max_body = s.max_body_bytes
+        self.max_batch = s.max_batch_events
+        self.orders_api = s.yespo_orders_api
+        self._on_events = Counters(self.metrics, "events")
         self.counters = (self._on_events,)
         self._all_accepted_replies: dict[int, bytes] = {}
 

@@ -7,19 +7,15 @@ refusals in Yespo's form (`message`), and precise ones where Yespo would drop si
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import Response
 
-from ..config import Settings
 from ..errors import BadRequest
-from ..metrics import Metrics
 from ..normalize import Normalized, normalize_order, normalize_yespo_event
 from ..normalize.orders import MAX_ORDERS_PER_REQUEST
 from ..normalize.values import is_json_int
-from ..spool import Spool
 from ..web.auth import ApiKeys
 from ..web.http import json_response, parse_json, read_body
 from .base import Counters, Source, field_errors, join_path
@@ -28,18 +24,12 @@ from .base import Counters, Source, field_errors, join_path
 class YespoCompat(Source):
     """Yespo's Generate-event and Add-orders endpoints, bound to one spool."""
 
-    def __init__(
-        self,
-        settings: Settings,
-        spool: Spool,
-        metrics: Metrics,
-        on_append: Callable[[], None] | None = None,
-    ) -> None:
-        super().__init__(settings, spool, metrics, on_append)
-        self.keys = ApiKeys(settings.api_keys, settings.generated_key)
-        self.max_body = settings.max_body_bytes
-        self._on_event = Counters(metrics, "yespo_event")
-        self._on_orders = Counters(metrics, "yespo_orders")
+    def setup(self) -> None:
+        s = self.settings
+        self.keys = ApiKeys(s.api_keys, s.generated_key)
+        self.max_body = s.max_body_bytes
+        self._on_event = Counters(self.metrics, "yespo_event")
+        self._on_orders = Counters(self.metrics, "yespo_orders")
         self.counters = (self._on_event, self._on_orders)
 
     async def event(self, request: Request) -> Response:

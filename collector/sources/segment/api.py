@@ -30,9 +30,7 @@ import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 
-from ...config import Settings
 from ...errors import BadRequest, PayloadTooLarge, SpoolFull, Unauthorized
-from ...metrics import Metrics
 from ...normalize.segment import (
     MAX_CALL_BYTES,
     MAX_REQUEST_BYTES,
@@ -41,7 +39,7 @@ from ...normalize.segment import (
     batch_sent_at,
     read_call,
 )
-from ...spool import Rejected, Spool
+from ...spool import Rejected
 from ...web.auth import ApiKeys
 from ...web.http import ErrorForm, parse_json, read_body
 from ..base import Counters, Source
@@ -105,17 +103,11 @@ def _too_large(call: object) -> Refused | None:
 class Segment(Source):
     """Segment's endpoints, bound to one spool."""
 
-    def __init__(
-        self,
-        settings: Settings,
-        spool: Spool,
-        metrics: Metrics,
-        on_append: Callable[[], None] | None = None,
-    ) -> None:
-        super().__init__(settings, spool, metrics, on_append)
-        self.keys = ApiKeys(settings.segment_write_keys)
-        self.holding = Holding(settings, spool, metrics, on_append)
-        self._counters = Counters(metrics, "segment")
+    def setup(self) -> None:
+        s = self.settings
+        self.keys = ApiKeys(s.segment_write_keys)
+        self.holding = Holding(s, self.spool, self.metrics, self._on_append)
+        self._counters = Counters(self.metrics, "segment")
         self.counters = (self._counters,)
         self._log_second = 0
         self._logged = 0
