@@ -22,8 +22,15 @@ from urllib.parse import SplitResult, urlsplit
 from starlette.requests import Request
 from starlette.responses import Response
 
-from ..errors import BadRequest, Forbidden, PayloadTooLarge, RequestError, TooManyRequests
-from ..web.http import json_response, parse_json, read_body
+from ..errors import (
+    BadRequest,
+    Forbidden,
+    PayloadTooLarge,
+    RequestError,
+    TooManyRequests,
+    Unavailable,
+)
+from ..web.http import OWN, error_reply, json_response, parse_json, read_body
 from ..web.ratelimit import ClientAddress, RateLimiter, retry_after
 from .base import Counters, Source
 from .visitors import Visitors
@@ -174,7 +181,7 @@ class Browser(Source):
             anonymous_id = given_id or self._cookie_id(request) or self._new_visitor_id()
             self._counters.received += len(batch)
             reply = await self.visitors.take(batch, anonymous_id)
-        except RequestError as exc:
+        except (RequestError, Unavailable) as exc:
             return self._refusal(exc, request, allowed)
         response = json_response(reply, 200 if reply["accepted"] else 400, self._cors(allowed))
         response.set_cookie(
@@ -187,15 +194,18 @@ class Browser(Source):
         )
         return response
 
-    def _refusal(self, exc: RequestError, request: Request, allowed: str | None) -> Response:
+    def _refusal(
+        self, exc: RequestError | Unavailable, request: Request, allowed: str | None
+    ) -> Response:
         """A refusal as JSON, with CORS headers for a page some site key allows: the script
-        must see it (a 429 to retry later, a 4xx to give the batch up), or it looks like a
-        network error, resent forever. Other origins get none (see docs/api.md)."""
-        self.metrics.refused_requests.labels("web", str(exc.status_code)).inc()
-        headers = self._cors(allowed or self._known_page(request))
+        must see it (a 429 or 503 to retry after Retry-After, a 4xx to give the batch up),
+        or it looks like a network error, resent at once. Other origins get none (see
+        docs/api.md)."""
+        status, body, headers = error_reply(exc, OWN, self.metrics, "web")
+        headers.update(self._cors(allowed or self._known_page(request)))
         if isinstance(exc, TooManyRequests):
             headers["Retry-After"] = str(exc.retry_after)
-        return json_response({"error": exc.message}, exc.status_code, headers)
+        return json_response(body, status, headers)
 
     @staticmethod
     def _envelope(data: Any) -> tuple[str, list[Any], str | None]:
