@@ -10,7 +10,9 @@ Guarantees (the end-to-end tests in tests/test_delivery*.py check each):
   jitter, honouring Retry-After; an entry older than the maximum age is dead-lettered
   as "expired" instead of being retried forever.
 * 401/403 pause delivery as a whole: the key is wrong, the events are fine. Nothing is
-  dead-lettered; a probe every few seconds resumes delivery once the key works.
+  dead-lettered; a probe every few seconds resumes delivery once the key works. On a
+  spool several collectors share (Redis) the pause is theirs together: one 401 stops all
+  of them, one at a time probes, and all resume when a probe is delivered (`pause`).
 * When Yespo is unreachable (no answer or 5xx from many keys in a row) the circuit
   breaker opens: sending stops but for one probe at a time, and the first answer closes
   it (`breaker.Breaker`). Entries that wait meanwhile count no attempts; one whose
@@ -40,6 +42,7 @@ from ..metrics import Metrics
 from ..normalize.orders import MAX_ORDERS_PER_REQUEST
 from ..spool import Record, Spool
 from .breaker import Breaker, State, detail_of, signal_of
+from .pause import PAUSE_CHECK_MS, PauseShare
 from .policy import RateLimiter, RetryPolicy
 from .sink import Sink
 from .yespo import Outcome, Reply, failed_order_ids
@@ -96,6 +99,7 @@ class Forwarder:
         self.lease_ms = lease_ms
         self.poll_ms = poll_ms
         self.breaker = breaker or Breaker()
+        self._pause = PauseShare(spool, self.breaker, lease_ms)
         self.metrics = metrics
         self._limiter = RateLimiter(max_rps)
         self._unused = 0  # tokens of the shared ceiling taken but not spent, given back next
@@ -146,6 +150,10 @@ class Forwarder:
         while not self._stopping:
             try:
                 await self._flush()
+                if self.breaker.state is not State.PAUSED:
+                    reason = await self._pause.check(self._clock())
+                    if reason is not None:
+                        self._follow(reason)
                 if self.breaker.held:
                     await self._probe()
                     continue
@@ -367,6 +375,7 @@ class Forwarder:
     async def _flush(self) -> None:
         """Write the outcomes collected so far. What a failed write leaves unwritten stays
         for the next flush: an entry Yespo took must not go again when its lease ends."""
+        await self._pause.tell()  # first: entries that got a 401 go back after the pause
         if not self._done:
             return
         done, self._done = self._done, _Outcomes()
@@ -400,9 +409,20 @@ class Forwarder:
         breaker = self.breaker
         was, since = breaker.state, breaker.since
         new = breaker.observe(signal_of(reply), key, detail_of(reply), self._clock())
-        if new is None:
-            return
-        log.log(*breaker.news(was, since))
+        if new is not None:
+            self._pause.saw(was, new)
+            self._changed(was, since, new)
+
+    def _follow(self, reason: str | None) -> None:
+        """Another collector on the spool paused delivery (why), or ended the pause (None)."""
+        breaker = self.breaker
+        was, since = breaker.state, breaker.since
+        new = breaker.follow(reason, self._clock())
+        if new is not None:
+            self._changed(was, since, new)
+
+    def _changed(self, was: State, since: int, new: State) -> None:
+        log.log(*self.breaker.news(was, since))
         if self.metrics is not None:
             self.metrics.forwarder_paused.set(new is State.PAUSED)
             self.metrics.breaker_open.set(new is State.OPEN)
@@ -413,8 +433,11 @@ class Forwarder:
 
         The wait ends early only for stop(): new events must not make Yespo hear a bad key,
         or a down Yespo get tried, more often than the probe's schedule says."""
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._stopped.wait(), self.breaker.next_probe_ms() / 1000)
+        if self._pause.shared and self.breaker.state is State.PAUSED:
+            if not await self._my_turn():
+                return
+        else:
+            await self._wait_stop(self.breaker.next_probe_ms())
         if self._stopping:
             return
         if self._tasks:
@@ -435,3 +458,27 @@ class Forwarder:
             await self._send_orders(records)
         else:
             await self._send_event(records[0])
+
+    async def _my_turn(self) -> bool:
+        """The pause is the spool's: wait for this collector's next probe, asking the spool
+        every PAUSE_CHECK_MS whether the pause is over (then resume) and for the turn to
+        probe (only its holder probes; it passes on when the holder stops asking). True:
+        probe now."""
+        due = self._clock() + self.breaker.next_probe_ms()
+        while not self._stopping:
+            left = due - self._clock()
+            await self._wait_stop(min(PAUSE_CHECK_MS, left) if left > 0 else PAUSE_CHECK_MS)
+            if self._stopping:
+                break
+            pause = await self._pause.turn()
+            if pause.reason is None:
+                self._follow(None)
+                return False
+            if pause.probing and self._clock() >= due:
+                return True
+        return False
+
+    async def _wait_stop(self, ms: int) -> None:
+        """Wait `ms`, or less if stop() is called."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stopped.wait(), ms / 1000)
