@@ -44,6 +44,9 @@ class Faults:
     hang:         fraction of requests (True = all) never answered; the connection is
                   held until the client gives up, so the client sees its own timeout.
     delay_ms:     wait this long before answering (then answer normally).
+    throttle_every: answer 429 (Retry-After from `retry_after`) to every n-th request,
+                  counted over both endpoints: a rate limit met at a steady pace, beside
+                  the status fault's random failures.
     status:       answer this status to a `rate` fraction of requests, without checking
                   or recording them; a 400 carries ``{"message": ...}``. At most `times`
                   requests when `times` is set, then the status fault turns itself off.
@@ -60,6 +63,7 @@ class Faults:
     rate: float = 1.0
     retry_after: int | None = None
     times: int | None = None
+    throttle_every: int | None = None
     delay_ms: float = 0.0
     hang: float = 0.0
     drop_reply: float = 0.0
@@ -67,6 +71,7 @@ class Faults:
     reject_if: RejectIf | None = None
     seed: int | None = None
     rng: random.Random = field(init=False, repr=False, compare=False)
+    requests: int = field(init=False, default=0, compare=False)  # seen, for throttle_every
 
     def __post_init__(self) -> None:
         self.rng = random.Random(self.seed)
@@ -78,7 +83,11 @@ class Faults:
         return fraction > 0.0 and self.rng.random() < fraction
 
     def take_status(self) -> int | None:
-        """The status the status fault answers this request with, or None to go on."""
+        """The status the throttle or the status fault answers this request with, or None
+        to go on."""
+        self.requests += 1
+        if self.throttle_every and self.requests % self.throttle_every == 0:
+            return 429
         if self.status is None or not self.roll(self.rate):
             return None
         status = self.status
@@ -95,6 +104,7 @@ class Faults:
             "rate": self.rate,
             "retry_after": self.retry_after,
             "times": self.times,
+            "throttle_every": self.throttle_every,
             "delay_ms": self.delay_ms,
             "hang": float(self.hang),
             "drop_reply": float(self.drop_reply),
@@ -128,6 +138,7 @@ class Faults:
             rate=rate,
             retry_after=_optional_int(data, "retry_after", 0, 86_400),
             times=_optional_int(data, "times", 1, 10**9),
+            throttle_every=_optional_int(data, "throttle_every", 1, 10**9),
             delay_ms=_number(data, "delay_ms", 0.0, 600_000.0),
             hang=_fraction(data, "hang", 0.0),
             drop_reply=_fraction(data, "drop_reply", 0.0),
@@ -143,6 +154,7 @@ _FIELDS = frozenset(
         "rate",
         "retry_after",
         "times",
+        "throttle_every",
         "delay_ms",
         "hang",
         "drop_reply",

@@ -520,6 +520,22 @@ async def test_status_fault_with_times_ends_by_itself(
     assert statuses == [503, 503, 200, 200]
 
 
+async def test_throttle_answers_429_to_every_nth_request_beside_random_failures(
+    yespo: StandIn, http: aiohttp.ClientSession
+) -> None:
+    await control(
+        http, yespo, "POST", "/faults",
+        {"status": 503, "rate": 0.2, "throttle_every": 9, "retry_after": 1, "seed": 3},
+    )  # fmt: skip
+    answers = [await post(http, f"{yespo.url}/v1/event", event(i)) for i in range(90)]
+    statuses = [status for status, _, _ in answers]
+    assert [n for n, s in enumerate(statuses, 1) if s == 429] == list(range(9, 91, 9))
+    assert all(answers[n - 1][2].headers["Retry-After"] == "1" for n in range(9, 91, 9))
+    failed = statuses.count(503)
+    assert 0 < failed < 80 and statuses.count(200) == 80 - failed  # 10 of the 90 were 429
+    assert len(yespo.events) == 80 - failed
+
+
 async def test_delay_slows_the_answer_down(yespo: StandIn, http: aiohttp.ClientSession) -> None:
     await control(http, yespo, "POST", "/faults", {"delay_ms": 200})
     started = time.monotonic()
