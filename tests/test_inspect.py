@@ -302,3 +302,54 @@ async def test_purge_through_the_api_deletes_dead_letters(tmp_path: Path) -> Non
             )
             assert (status, reply) == (200, {"purged": 2})
             assert (await c.app.state.spool.stats()).dead == 0
+
+
+async def test_a_browser_visitors_events_are_held_released_and_delivered(tmp_path: Path) -> None:
+    shop = "https://shop.example"
+    async with StandIn(api_key=YESPO_KEY) as standin:
+        settings = delivering(
+            tmp_path, standin.url, inspect_key=INSPECT_KEY, site_keys={"site-1": (shop,)}
+        )
+        async with running(settings) as c, stream(c, "?source=browser,delivery&mask=0") as s:
+
+            async def browse(event: dict[str, Any]) -> None:
+                body = {"siteKey": "site-1", "anonymousId": "visitor-0001", "batch": [event]}
+                headers = {"Content-Type": "text/plain", "Origin": shop}
+                async with c.http.post(
+                    c.url + "/lib/y", data=orjson.dumps(body), headers=headers
+                ) as resp:
+                    assert resp.status == 200, await resp.text()
+
+            view = {"type": "pageViewed", "messageId": "b-1",
+                    "properties": {"location": shop + "/p/1"}}  # fmt: skip
+            await browse(view)
+            await s.until(has("b-1", "received", "held"))
+            held = next(x for x in s.steps if x["step"] == "held")
+            assert held["detail"]["visitor"] == "visitor:visitor-0001"
+            await browse({"type": "identify", "messageId": "i-1", "contact": {"email": "jo@x.io"}})
+            await s.until(has("b-1", "released", "normalized", "delivered"))
+            assert s.of("b-1") == ["received", "held", "released", "normalized", "delivered"]
+            released = next(x for x in s.steps if x["step"] == "released")
+            assert released["detail"]["contact"] == {"email": "jo@x.io"}
+            assert released["keyValue"] == "jo@x.io"
+            assert standin.events[0].body["keyValue"] == "jo@x.io"
+
+
+async def test_segment_calls_are_received_normalized_or_refused_without_the_write_key(
+    tmp_path: Path,
+) -> None:
+    settings = make_settings(tmp_path, inspect_key=INSPECT_KEY, segment_write_keys=("wk-1",))
+    async with running(settings) as c, stream(c, "?source=segment&mask=0") as s:
+        good = {"type": "track", "event": "Product Viewed", "messageId": "sg-1",
+                "userId": "u1", "properties": {"product_id": "p1", "price": 3}}  # fmt: skip
+        bad = {"type": "track", "event": "Product Viewed", "messageId": "sg-2", "userId": "u1",
+               "properties": {}}  # fmt: skip
+        body = {"writeKey": "wk-1", "batch": [good, bad]}
+        async with c.http.post(c.url + "/v1/batch", json=body) as resp:
+            assert resp.status == 200
+        await s.until(lambda seen: has("sg-1", "held")(seen) and has("sg-2", "refused")(seen))
+        assert s.of("sg-1") == ["received", "held"]  # a userId alone: held until identify
+        assert s.of("sg-2") == ["received", "refused"]
+        assert "wk-1" not in orjson.dumps(s.steps).decode()
+        refused = next(x for x in s.steps if x["step"] == "refused")
+        assert refused["journey"] == "sg-2" and refused["detail"]["errors"]

@@ -203,7 +203,7 @@ class Journal:
         self,
         source: str,
         body: bytes,
-        outs: Sequence[Normalized | Sequence[FieldError]],
+        outs: Sequence[Normalized | Sequence[FieldError] | str],
         status: int,
         split: Split = batch_or_one,
         prefix: str = "",
@@ -275,14 +275,26 @@ class Journal:
         steps = []
         for i, out in enumerate(outs):
             raw = events[i] if i < len(events) else None
-            received = {"body": sent(raw)}
+            received: dict[str, Any] = {"body": sent(raw)}
+            second: tuple[str, dict[str, Any]]
             event_type: str | None
             key: str | None
             after: str | None
             if type(out) is Normalized:
                 journey, event_type, key, after = out.message_id, out.event_type, out.key, out.after
-                endpoint = "event" if out.kind == "event" else "orders"
-                second = ("normalized", {"yespo": Raw(out.body), "endpoint": endpoint})
+                if out.kind == "held":  # a browser visitor's, until it identifies
+                    second = ("held", {"visitor": key})
+                else:
+                    endpoint = "event" if out.kind == "event" else "orders"
+                    second = ("normalized", {"yespo": Raw(out.body), "endpoint": endpoint})
+            elif isinstance(out, str):  # an identify: not an event of its own
+                given = raw.get("messageId") if isinstance(raw, dict) else None
+                journey = given if isinstance(given, str) and given else f"r-{n}"
+                steps.append(
+                    self._step(t, n, "received", journey, source, out, None, None, received)
+                )
+                n += 2
+                continue
             else:
                 given = raw.get("messageId") if isinstance(raw, dict) else None
                 journey = given if isinstance(given, str) and given else f"r-{n}"
