@@ -189,7 +189,10 @@ class Journal:
         self._new: list[tuple[Any, ...]] = []
         self._ring: deque[tuple[Any, ...]] = deque()
         self._in_ring = 0  # steps the ring's records make
-        self._n = 0  # the next step's number: step ids increase with it
+        # The next step's number: step ids increase with it, also across a restart (it
+        # starts at the start time in ms x 1000), so a client's Last-Event-ID from before
+        # a restart does not hide the new process's steps.
+        self._n = time.time_ns() // 1_000_000 * 1000
         self.on = False
         self._update()
 
