@@ -16,15 +16,18 @@ import os
 import socket
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
 from ..errors import FieldError
 from ..normalize import Normalized
 from .mask import mask_json, mask_key, mask_text
+
+if TYPE_CHECKING:
+    from ..spool import StepStream
 
 log = logging.getLogger("collector.inspect")
 
@@ -41,6 +44,16 @@ FLUSH_S = 0.1
 # Steps waiting for one watcher that reads slowly. Past it the watcher is dropped: its
 # client reconnects with Last-Event-ID and gets what it missed from the buffer.
 WATCHER_QUEUE = 20_000
+# Shared steps (several collectors on one Redis): a collector with watchers says so this
+# often, for this long; with COLLECTOR_INSPECT_BUFFER=0 the others record while it does.
+WATCHED_EVERY_S = 1.0
+WATCHED_TTL_MS = 5_000
+# Steps kept on the shared stream when the buffer is 0 (only while someone watches): what
+# the slowest reader may lag behind.
+MIN_SHARED_STEPS = 10_000
+# One read of the shared stream waits this long for new steps, and takes at most so many.
+READ_BLOCK_MS = 1_000
+READ_COUNT = 5_000
 
 Split = Callable[[Any], list[Any]]
 
@@ -165,6 +178,7 @@ class Watcher:
         default_factory=lambda: asyncio.Queue(WATCHER_QUEUE)
     )
     dropped: bool = False  # it fell WATCHER_QUEUE steps behind and gets no more
+    seen: tuple[int, int] = (-1, -1)  # shared steps: the last id it had from the backlog
 
 
 # A record: (t_ms, first step number, kind, payload...). Kinds:
@@ -180,8 +194,15 @@ class Journal:
     The buffer keeps at most `buffer` steps and none older than `age_s` (checked when
     read). Watchers get new steps every FLUSH_S from `run`'s task."""
 
-    def __init__(self, enabled: bool, buffer: int = 0, age_s: int = 900) -> None:
+    def __init__(
+        self, enabled: bool, buffer: int = 0, age_s: int = 900, shared: StepStream | None = None
+    ) -> None:
         self.enabled = enabled
+        # Several collectors' steps in one place (a Redis spool); None: this process's own.
+        self.shared = shared
+        self._remote_watch = False  # another collector on the shared stream has watchers
+        self._reader: asyncio.Task[None] | None = None
+        self._position = "0-0"  # the shared stream's id the reader is at
         self.buffer = buffer
         self.age_ms = age_s * 1000
         self.name = collector_name()
@@ -198,7 +219,7 @@ class Journal:
 
     def _update(self) -> None:
         # Recording costs nothing more than this check when nobody can read the steps.
-        self.on = self.enabled and (self.buffer > 0 or bool(self.watchers))
+        self.on = self.enabled and (self.buffer > 0 or bool(self.watchers) or self._remote_watch)
 
     # -- recording (the hot path) ---------------------------------------------------------
 
@@ -321,16 +342,65 @@ class Journal:
         while ring and (self._in_ring > self.buffer or ring[0][0] < oldest):
             self._in_ring -= ring.popleft()[3]
 
-    def backlog(self, after: str | None, keep: Filter) -> Iterator[dict[str, Any]]:
+    async def backlog(
+        self, after: str | None, keep: Filter, watcher: Watcher
+    ) -> list[dict[str, Any]]:
         """The buffered steps `keep` takes, oldest first, after the step id `after`."""
+        if self.shared is not None:
+            return await self._shared_backlog(after, keep, watcher)
         since = step_number(after) if after else -1
         oldest = time.time_ns() // 1_000_000 - self.age_ms
+        steps = []
         for record in list(self._ring):
             if record[0] < oldest or record[1] + record[3] - 1 <= since:
                 continue
             for step in self.expand(record):
                 if step_number(step["id"]) > since and keep(step):
-                    yield step
+                    steps.append(step)
+        return steps
+
+    async def _shared_backlog(
+        self, after: str | None, keep: Filter, watcher: Watcher
+    ) -> list[dict[str, Any]]:
+        assert self.shared is not None
+        if self._reader is None:
+            # Read on from the stream's end as it is now: what comes after the backlog
+            # read below is the reader's, and the watcher skips what it had already.
+            self._position = await self.shared.last_id()
+            self._reader = asyncio.create_task(self._read_shared(), name="inspector-reader")
+        oldest = time.time_ns() // 1_000_000 - self.age_ms
+        count = self.buffer or MIN_SHARED_STEPS
+        found = await self.shared.backlog(after if after and "-" in after else None, oldest, count)
+        steps = []
+        for step_id, data in found:
+            step = _shared_step(step_id, data)
+            watcher.seen = _stream_id(step_id)
+            if keep(step):
+                steps.append(step)
+        if after and not found:
+            watcher.seen = max(watcher.seen, _stream_id(after))
+        return steps
+
+    async def _read_shared(self) -> None:
+        """While anyone here watches: the shared stream's new steps, to the watchers."""
+        assert self.shared is not None
+        try:
+            while self.watchers:
+                try:
+                    found = await self.shared.read(self._position, READ_BLOCK_MS, READ_COUNT)
+                except Exception:
+                    log.exception("the inspector cannot read the shared steps; again in 1 s")
+                    await asyncio.sleep(1)
+                    continue
+                for step_id, data in found:
+                    self._position = step_id
+                    key = _stream_id(step_id)
+                    step = _shared_step(step_id, data)
+                    for watcher in list(self.watchers):
+                        if key > watcher.seen:
+                            self._feed_one(watcher, step)
+        finally:
+            self._reader = None
 
     # -- watchers -------------------------------------------------------------------------
 
@@ -347,13 +417,16 @@ class Journal:
     def _feed(self, steps: Iterable[dict[str, Any]]) -> None:
         for step in steps:
             for watcher in list(self.watchers):
-                if not watcher.keep(step):
-                    continue
-                try:
-                    watcher.queue.put_nowait(step)
-                except asyncio.QueueFull:
-                    watcher.dropped = True
-                    self.unwatch(watcher)
+                self._feed_one(watcher, step)
+
+    def _feed_one(self, watcher: Watcher, step: dict[str, Any]) -> None:
+        if not watcher.keep(step):
+            return
+        try:
+            watcher.queue.put_nowait(step)
+        except asyncio.QueueFull:
+            watcher.dropped = True
+            self.unwatch(watcher)
 
     def flush(self) -> None:
         """Hand the steps recorded since the last flush to the watchers and the buffer."""
@@ -369,14 +442,63 @@ class Journal:
                     self._in_ring += record[3]
         self._trim(now)
 
+    async def publish(self) -> None:
+        """Shared steps: the ones recorded since the last time, to the shared stream in
+        one round trip (every collector's watchers read them from there)."""
+        assert self.shared is not None
+        records, self._new = self._new, []
+        if not records:
+            return
+        steps = [_encode(step) for record in records for step in self.expand(record)]
+        max_steps = max(self.buffer, MIN_SHARED_STEPS if not self.buffer else 0)
+        await self.shared.publish(steps, max_steps, time.time_ns() // 1_000_000 - self.age_ms)
+
+    async def _say_watched(self) -> None:
+        assert self.shared is not None
+        if self.watchers:
+            await self.shared.watch(WATCHED_TTL_MS)
+        if not self.buffer:
+            self._remote_watch = await self.shared.watched()
+            self._update()
+
     async def run(self) -> None:
         """Flush every FLUSH_S until cancelled."""
+        said = 0.0
         while True:
             await asyncio.sleep(FLUSH_S)
             try:
-                self.flush()
-            except Exception:  # a bug here must not stop the inspector for good
+                if self.shared is None:
+                    self.flush()
+                    continue
+                await self.publish()
+                if time.monotonic() - said > WATCHED_EVERY_S:
+                    said = time.monotonic()
+                    await self._say_watched()
+            except Exception:  # a bug or an outage here must not stop the inspector
                 log.exception("the inspector could not hand steps over")
+
+
+def _stream_id(step_id: str) -> tuple[int, int]:
+    ms, _, seq = step_id.partition("-")
+    try:
+        return int(ms), int(seq or 0)
+    except ValueError:
+        return (-1, -1)
+
+
+def _encode(step: dict[str, Any]) -> bytes:
+    """A step for the shared stream: unmasked (masking is each watcher's), without its id
+    (the stream's entry id is)."""
+    detail = {
+        k: orjson.Fragment(v.data) if isinstance(v, Raw) else v for k, v in step["detail"].items()
+    }
+    return orjson.dumps({**step, "id": None, "detail": detail})
+
+
+def _shared_step(step_id: str, data: bytes) -> dict[str, Any]:
+    step: dict[str, Any] = orjson.loads(data)
+    step["id"] = step_id
+    return step
 
 
 # The journal of a process without the inspector: `on` is always False.
@@ -390,7 +512,8 @@ async def running(journal: Journal) -> Any:
     try:
         yield
     finally:
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        for running_task in (task, journal._reader):
+            if running_task is not None:
+                running_task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await running_task

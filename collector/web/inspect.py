@@ -154,7 +154,7 @@ class Inspector:
         try:
             hello = {"collector": journal.name, "buffer": journal.buffer, "mask": mask}
             yield b"event: hello\ndata: " + orjson.dumps(hello) + b"\n\n"
-            backlog = [_event(step, mask) for step in journal.backlog(after, keep)]
+            backlog = [_event(step, mask) for step in await journal.backlog(after, keep, watcher)]
             if backlog:
                 yield b"".join(backlog)
             while True:
