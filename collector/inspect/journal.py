@@ -16,7 +16,7 @@ import os
 import socket
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -24,7 +24,7 @@ import orjson
 
 from ..errors import FieldError
 from ..normalize import Normalized
-from .mask import mask_json, mask_key, mask_text
+from .mask import mask_step
 
 if TYPE_CHECKING:
     from ..spool import StepStream
@@ -73,21 +73,27 @@ def orders(data: Any) -> list[Any]:
     return list(data.get("orders") or []) if isinstance(data, dict) else []
 
 
-@dataclass(slots=True)
 class Raw:
-    """JSON bytes shown as they are (a Yespo body), decoded only to be masked."""
+    """JSON bytes shown as they are (a Yespo body), decoded only to be masked. Not a
+    dataclass: orjson would write one as an object of its fields."""
 
-    data: bytes
+    __slots__ = ("data",)
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
 
 
 def collector_name() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
 
-def sent(event: Any) -> Any:
-    """The event as sent, for `received`: as it is, or cut to MAX_SENT_BYTES as text."""
-    if isinstance(event, dict):
+def sent(event: Any, small: bool = False) -> Any:
+    """The event as sent, for `received`: as it is, or cut to MAX_SENT_BYTES as text.
+    `small`: the whole body was within MAX_SENT_BYTES, so the event is."""
+    if isinstance(event, dict) and "writeKey" in event:
         event = {k: v for k, v in event.items() if k != "writeKey"}  # never a key in a step
+    if small:
+        return event
     data = orjson.dumps(event)
     if len(data) <= MAX_SENT_BYTES:
         return event
@@ -137,6 +143,12 @@ class Filter:
     sources: frozenset[str] = frozenset()
     steps: frozenset[str] = frozenset()
 
+    @property
+    def everything(self) -> bool:
+        return not (
+            self.journey or self.contact or self.order or self.types or self.sources or self.steps
+        )
+
     def __call__(self, step: dict[str, Any]) -> bool:
         if self.journey and step["journey"] != self.journey:
             return False
@@ -153,30 +165,30 @@ class Filter:
         return not (self.steps and step["step"] not in self.steps)
 
 
+def _fragment(value: object) -> orjson.Fragment:
+    if isinstance(value, Raw):
+        return orjson.Fragment(value.data)
+    raise TypeError(f"{type(value).__name__} is not JSON")
+
+
 def render(step: dict[str, Any], mask: bool) -> bytes:
     """One step as the JSON a watcher gets: personal data masked unless `mask` is off."""
-    detail = step["detail"]
     if not mask:
-        shown = {k: orjson.Fragment(v.data) if isinstance(v, Raw) else v for k, v in detail.items()}
-        return orjson.dumps({**step, "detail": shown})
-    plain = {k: orjson.loads(v.data) if isinstance(v, Raw) else v for k, v in detail.items()}
-    masked = {
-        **step,
-        "key": mask_key(step["key"]),
-        "keyValue": None if step["keyValue"] is None else mask_text(step["keyValue"], True),
-        "detail": mask_json(plain),
-    }
-    return orjson.dumps(masked)
+        return orjson.dumps(step, default=_fragment)
+    detail = step["detail"]
+    if any(type(v) is Raw for v in detail.values()):
+        detail = {k: orjson.loads(v.data) if type(v) is Raw else v for k, v in detail.items()}
+    return orjson.dumps(mask_step({**step, "detail": detail}))
 
 
 @dataclass(eq=False)
 class Watcher:
-    """One reader of the live stream: the steps for it wait in a bounded queue."""
+    """One reader of the live stream: the steps for it wait in a queue, a flush's steps
+    together, at most WATCHER_QUEUE steps in all."""
 
     keep: Filter
-    queue: asyncio.Queue[dict[str, Any]] = field(
-        default_factory=lambda: asyncio.Queue(WATCHER_QUEUE)
-    )
+    queue: asyncio.Queue[list[dict[str, Any]]] = field(default_factory=asyncio.Queue)
+    waiting: int = 0  # steps in the queue
     dropped: bool = False  # it fell WATCHER_QUEUE steps behind and gets no more
     seen: tuple[int, int] = (-1, -1)  # shared steps: the last id it had from the backlog
 
@@ -297,9 +309,10 @@ class Journal:
         except (orjson.JSONDecodeError, TypeError, AttributeError):
             events = []
         steps = []
+        small = len(body) <= MAX_SENT_BYTES
         for i, out in enumerate(outs):
             raw = events[i] if i < len(events) else None
-            received: dict[str, Any] = {"body": sent(raw)}
+            received: dict[str, Any] = {"body": sent(raw, small)}
             second: tuple[str, dict[str, Any]]
             event_type: str | None
             key: str | None
@@ -392,13 +405,14 @@ class Journal:
                     log.exception("the inspector cannot read the shared steps; again in 1 s")
                     await asyncio.sleep(1)
                     continue
-                for step_id, data in found:
-                    self._position = step_id
-                    key = _stream_id(step_id)
-                    step = _shared_step(step_id, data)
-                    for watcher in list(self.watchers):
-                        if key > watcher.seen:
-                            self._feed_one(watcher, step)
+                if not found:
+                    continue
+                self._position = found[-1][0]
+                steps = [(_stream_id(i), _shared_step(i, data)) for i, data in found]
+                for watcher in list(self.watchers):
+                    self._give(
+                        watcher, [s for k, s in steps if k > watcher.seen and watcher.keep(s)]
+                    )
         finally:
             self._reader = None
 
@@ -414,19 +428,21 @@ class Journal:
         self.watchers.discard(watcher)
         self._update()
 
-    def _feed(self, steps: Iterable[dict[str, Any]]) -> None:
-        for step in steps:
-            for watcher in list(self.watchers):
-                self._feed_one(watcher, step)
+    def _feed(self, steps: list[dict[str, Any]]) -> None:
+        for watcher in list(self.watchers):
+            keep = watcher.keep
+            self._give(watcher, steps if keep.everything else [s for s in steps if keep(s)])
 
-    def _feed_one(self, watcher: Watcher, step: dict[str, Any]) -> None:
-        if not watcher.keep(step):
+    def _give(self, watcher: Watcher, steps: list[dict[str, Any]]) -> None:
+        if not steps:
             return
-        try:
-            watcher.queue.put_nowait(step)
-        except asyncio.QueueFull:
+        if watcher.waiting + len(steps) > WATCHER_QUEUE:
             watcher.dropped = True
             self.unwatch(watcher)
+            watcher.queue.put_nowait([])  # wakes its stream, which ends
+            return
+        watcher.waiting += len(steps)
+        watcher.queue.put_nowait(steps)
 
     def flush(self) -> None:
         """Hand the steps recorded since the last flush to the watchers and the buffer."""
@@ -434,8 +450,7 @@ class Journal:
         if self._new:
             records, self._new = self._new, []
             if self.watchers:
-                for record in records:
-                    self._feed(self.expand(record))
+                self._feed([step for record in records for step in self.expand(record)])
             if self.buffer:
                 for record in records:
                     self._ring.append(record)
