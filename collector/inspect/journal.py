@@ -283,6 +283,7 @@ class Journal:
         t = time.time_ns() // 1_000_000
         n = self._n
         self._n = n + 1
+        journey = journey or f"r-{n}"  # a call without a messageId is a journey of its own
         self._new.append((t, n, NOTE, 1, step, journey, source, event_type, key, after, detail))
 
     # -- reading --------------------------------------------------------------------------
