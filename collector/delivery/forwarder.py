@@ -36,8 +36,10 @@ import random
 import time
 from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from ..errors import SpoolError
+from ..inspect import OFF, Journal
 from ..metrics import Metrics
 from ..normalize.orders import MAX_ORDERS_PER_REQUEST
 from ..spool import Record, Spool
@@ -71,6 +73,10 @@ def _now_ms() -> int:
     return int(time.time() * 1000)
 
 
+def _ms_since(started: float) -> int:
+    return round((time.perf_counter() - started) * 1000)
+
+
 class Forwarder:
     """Leases entries from the spool and sends them with bounded concurrency and rate."""
 
@@ -88,8 +94,10 @@ class Forwarder:
         metrics: Metrics | None = None,
         clock: Callable[[], int] = _now_ms,
         rand: Callable[[], float] = random.random,
+        journal: Journal = OFF,
     ) -> None:
         self.spool = spool
+        self.journal = journal  # the live inspector's; `journal.on` is checked per outcome
         self.sink = sink
         self.concurrency = concurrency
         self._min_lease = max(1, concurrency // 4)
@@ -266,12 +274,15 @@ class Forwarder:
     # -- sending -------------------------------------------------------------------------
 
     async def _send_event(self, record: Record) -> None:
+        started = time.perf_counter()
         reply = await self._reply(self.sink.send_event(record.body))
         self._observe(reply, record.key)
-        self._settle(record, reply.outcome, reply)
+        self._settle(record, reply.outcome, reply, _ms_since(started))
 
     async def _send_orders(self, records: list[Record], *, whole: bool = True) -> None:
+        started = time.perf_counter()
         reply = await self._reply(self.sink.send_orders([r.body for r in records]))
+        ms = _ms_since(started)
         self._observe(reply, records[0].key)
         outcome = reply.outcome
         if outcome is Outcome.REJECTED and len(records) > 1:
@@ -285,7 +296,7 @@ class Forwarder:
             return
         if outcome is not Outcome.DELIVERED:
             for r in records:
-                self._settle(r, outcome, reply)
+                self._settle(r, outcome, reply, ms)
             return
         failed = failed_order_ids(reply.body)
         if failed is None:
@@ -297,9 +308,9 @@ class Forwarder:
         for r in records:
             reason = failed.get(r.key.removeprefix("order:"))
             if reason is None:
-                self._settle(r, Outcome.DELIVERED, reply)
+                self._settle(r, Outcome.DELIVERED, reply, ms)
             else:
-                self._settle(r, Outcome.REJECTED, Reply(reply.status, reason))
+                self._settle(r, Outcome.REJECTED, Reply(reply.status, reason), ms)
 
     async def _bisect(self, records: list[Record]) -> None:
         """Yespo refused a whole request of orders, as one bad order makes it do: send each
@@ -328,13 +339,19 @@ class Forwarder:
             log.exception("sending failed: retrying")
             return Reply(None, f"the collector failed to send: {exc!r}")
 
-    def _settle(self, record: Record, outcome: Outcome, reply: Reply) -> None:
+    def _settle(self, record: Record, outcome: Outcome, reply: Reply, ms: int = 0) -> None:
         """Record what to write to the spool for one entry after one attempt."""
         now = self._clock()
         if self.metrics is not None:
             self.metrics.delivery_attempts.labels(outcome.value).inc()
+        journal = self.journal
+        attempt = record.attempts + 1
         if outcome is Outcome.DELIVERED:
             self._done.ack.append(record.seq)
+            if journal.on:
+                self._note(
+                    "delivered", record, {"status": reply.status, "ms": ms, "attempt": attempt}
+                )
             return
         if outcome is Outcome.REJECTED:
             self._done.dead.append((record.seq, "rejected", reply.status, reply.body))
@@ -342,16 +359,46 @@ class Forwarder:
                 "Yespo rejected %s %s (HTTP %s): dead-lettered: %s",
                 record.event_type, record.message_id, reply.status, reply.body[:200],
             )  # fmt: skip
+            if journal.on:
+                shown = {"reason": "rejected", "status": reply.status, "answer": reply.body}
+                self._note("dead", record, {**shown, "ms": ms, "attempt": attempt})
             return
         if outcome is Outcome.AUTH:  # the breaker paused delivery: it goes when the key works
             self._done.retry.append((record.seq, now))
+            if journal.on:
+                why = f"Yespo refused the key (HTTP {reply.status}): delivery paused until it works"
+                self._note(
+                    "retried",
+                    record,
+                    {"status": reply.status, "why": why, "next": None, "attempt": attempt},
+                )
             return
         if self.retry.expired(record.received_at, now):
             detail = f"gave up after {record.attempts + 1} attempts; last: {reply.body}"
             self._done.dead.append((record.seq, "expired", reply.status, detail))
+            if journal.on:
+                self._note(
+                    "dead", record, {"reason": "expired", "status": reply.status, "answer": detail}
+                )
             return
         delay = self.retry.delay_ms(record.attempts + 1, reply.retry_after, self._rand())
         self._done.retry.append((record.seq, now + delay))
+        if journal.on:
+            why = (
+                reply.body[:500]
+                if reply.status is None
+                else f"HTTP {reply.status}: {reply.body[:500]}"
+            )
+            self._note(
+                "retried",
+                record,
+                {"status": reply.status, "why": why, "next": now + delay, "attempt": attempt},
+            )
+
+    def _note(self, step: str, record: Record, detail: dict[str, Any]) -> None:
+        self.journal.note(
+            step, record.message_id, "delivery", record.event_type, record.key, record.after, detail
+        )
 
     def _drop_expired(self, records: list[Record]) -> list[Record]:
         """The entries to send; the others, whose maximum age ran out while the breaker was
@@ -368,6 +415,8 @@ class Forwarder:
                     f" {r.attempts} attempts; Yespo was unreachable when it got that old"
                 )
                 self._done.dead.append((r.seq, "expired", None, detail))
+                if self.journal.on:
+                    self._note("dead", r, {"reason": "expired", "status": None, "answer": detail})
             else:
                 keep.append(r)
         return keep

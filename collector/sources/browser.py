@@ -98,6 +98,7 @@ class Browser(Source):
         self._counters = Counters(self.metrics, "web")
         self.counters = (self._counters,)
         self.visitors = Visitors(s, self.spool, self.metrics, self._counters, self._on_append)
+        self.visitors.holding.journal = self.journal
         self.limiter = RateLimiter(s.web_rate, s.web_burst) if s.web_rate else None
         self.client_address = ClientAddress(s.trusted_proxies)
 
@@ -168,7 +169,8 @@ class Browser(Source):
         try:
             self._limit(request)
             page = request_origin(request)
-            data = parse_json(await read_body(request, MAX_WEB_BODY_BYTES))
+            body = await read_body(request, MAX_WEB_BODY_BYTES)
+            data = parse_json(body)
             site_key, batch, given_id = self._envelope(data)
             origins = self.sites.get(site_key)
             if origins is None:
@@ -180,9 +182,12 @@ class Browser(Source):
             allowed = page
             anonymous_id = given_id or self._cookie_id(request) or self._new_visitor_id()
             self._counters.received += len(batch)
-            reply = await self.visitors.take(batch, anonymous_id)
+            outs: list[Any] | None = [] if self.journal.on else None
+            reply = await self.visitors.take(batch, anonymous_id, outs)
         except (RequestError, Unavailable) as exc:
             return self._refusal(exc, request, allowed)
+        if outs is not None:
+            self.journal.ingest("browser", body, outs, 200 if reply["accepted"] else 400)
         response = json_response(reply, 200 if reply["accepted"] else 400, self._cors(allowed))
         response.set_cookie(
             self.settings.visitor_cookie,
