@@ -23,6 +23,8 @@ from . import __version__
 from .config import Settings
 from .delivery import Delivery
 from .errors import CollectorError, DeliveryClaimed, Overloaded
+from .inspect import Journal
+from .inspect.journal import running as recording
 from .metrics import Metrics
 from .sources.browser import Browser
 from .sources.events_api import EventsApi
@@ -33,6 +35,7 @@ from .sources.yespo_compat import YespoCompat
 from .spool import Spool, open_spool
 from .web.health import Health
 from .web.http import OWN, YESPO, ErrorForm, error_reply, method_not_allowed, not_found, refusing
+from .web.inspect import Inspector
 from .web.openapi import openapi
 from .web.static import Assets
 
@@ -127,12 +130,15 @@ def create_app(settings: Settings, spool: Spool | None = None) -> Starlette:
     """The collector as an ASGI app. The spool and delivery live as long as its lifespan."""
     spool = spool if spool is not None else open_spool(settings)
     metrics = Metrics()
-    delivery = Delivery(settings, spool, metrics) if settings.forward else None
+    journal = Journal(
+        settings.inspect_key is not None, settings.inspect_buffer, settings.inspect_age_s
+    )
+    delivery = Delivery(settings, spool, metrics, journal) if settings.forward else None
     notify = delivery.notify if delivery else None
-    events_api = EventsApi(settings, spool, metrics, notify)
-    yespo = YespoCompat(settings, spool, metrics, notify)
-    browser = Browser(settings, spool, metrics, notify)
-    segment = Segment(settings, spool, metrics, notify)
+    events_api = EventsApi(settings, spool, metrics, notify, journal)
+    yespo = YespoCompat(settings, spool, metrics, notify, journal)
+    browser = Browser(settings, spool, metrics, notify, journal)
+    segment = Segment(settings, spool, metrics, notify, journal)
     assets = Assets(settings)
     sources = (events_api, yespo, browser, segment)
 
@@ -190,7 +196,8 @@ def create_app(settings: Settings, spool: Spool | None = None) -> Starlette:
             log.warning("%s", missing)
         sweeper = asyncio.create_task(sweep_forever(settings, spool, metrics), name="sweeper")
         try:
-            yield
+            async with recording(journal):
+                yield
         finally:
             sweeper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -219,6 +226,8 @@ def create_app(settings: Settings, spool: Spool | None = None) -> Starlette:
         Route(settings.web_path + ".js", assets.serve_script, methods=["GET"]),
         Route(settings.web_path, browser.preflight, methods=["OPTIONS"]),
     ]
+    if settings.inspect_key is not None:
+        routes += Inspector(settings, spool, journal, assets.static_dir, notify).routes()
     if settings.demo:
 
         async def demo_home(request: Request) -> Response:
@@ -243,4 +252,5 @@ def create_app(settings: Settings, spool: Spool | None = None) -> Starlette:
     app.state.forwarder = delivery.forwarder if delivery else None
     app.state.browser = browser
     app.state.openapi = description
+    app.state.journal = journal
     return app

@@ -66,6 +66,11 @@ DEFAULT_WEB_BURST = 200
 # Segment: a remembered cart is forgotten this long after its last change. A month covers
 # Yespo's abandoned-cart flows, which act within days.
 DEFAULT_CART_TTL_S = 30 * 24 * 3600
+# The live inspector's ring buffer: 2000 steps are the last minutes of a small shop (a page
+# opened now shows them) and a few MB at most, since a step is kept as references.
+DEFAULT_INSPECT_BUFFER = 2000
+# A quarter of an hour: what happened "just now" while someone wires their tracking.
+DEFAULT_INSPECT_AGE_S = 900
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,6 +127,10 @@ class Settings:
     segment_write_keys: tuple[str, ...] = ()
     segment_custom_events: bool = True
     cart_ttl_s: int = DEFAULT_CART_TTL_S
+    # The live inspector (collector/inspect/): off (and every /inspect path 404) without a key.
+    inspect_key: str | None = None
+    inspect_buffer: int = DEFAULT_INSPECT_BUFFER  # steps kept; 0: only while someone watches
+    inspect_age_s: int = DEFAULT_INSPECT_AGE_S
     # Keys generated at start-up because none were configured (printed in the banner).
     generated_key: bool = field(default=False, compare=False)
 
@@ -177,6 +186,19 @@ class Settings:
             raise ConfigError(
                 "COLLECTOR_MAX_BODY_BYTES must be at least 1 MB (the documented batch size)"
             )
+        if self.inspect_buffer < 0 or self.inspect_age_s <= 0:
+            raise ConfigError(
+                "COLLECTOR_INSPECT_BUFFER must be zero or positive, COLLECTOR_INSPECT_AGE positive"
+            )
+        if self.inspect_key is not None:
+            others = {*self.api_keys, *self.site_keys, *self.segment_write_keys}
+            if self.demo:
+                others.add(DEMO_SITE_KEY)
+            if self.inspect_key in others:
+                raise ConfigError(
+                    "COLLECTOR_INSPECT_KEY must differ from every API key, site key and Segment"
+                    " write key: whoever sends events must not be able to watch them"
+                )
         if self.dedup_window_s < 0:
             raise ConfigError("COLLECTOR_DEDUP_WINDOW must be zero or positive")
         for name in ("key_value_order", "identifying_params"):
@@ -299,6 +321,9 @@ ENV: dict[str, str] = {
     "segment_write_keys": "COLLECTOR_SEGMENT_WRITE_KEYS",
     "segment_custom_events": "COLLECTOR_SEGMENT_CUSTOM_EVENTS",
     "cart_ttl_s": "COLLECTOR_CART_TTL",
+    "inspect_key": "COLLECTOR_INSPECT_KEY",
+    "inspect_buffer": "COLLECTOR_INSPECT_BUFFER",
+    "inspect_age_s": "COLLECTOR_INSPECT_AGE",
 }
 
 LOG_LEVELS = ("debug", "info", "warning", "error")
@@ -313,7 +338,7 @@ _INT = {
     "max_in_flight",
     "yespo_concurrency", "retry_base_ms", "retry_max_delay_s", "max_event_age_s",
     "anonymous_max_events", "anonymous_max_age_s", "visitor_ttl_s", "web_burst", "cart_ttl_s",
-    "lease_s",
+    "lease_s", "inspect_buffer", "inspect_age_s",
 }  # fmt: skip
 _FLOAT = {"yespo_max_rps", "yespo_timeout_s", "shutdown_timeout_s", "web_rate"}
 _LIST = {

@@ -86,6 +86,22 @@ def test_probes_back_off_doubling_to_a_cap_and_start_again_at_each_hold() -> Non
     assert breaker.next_probe_ms() == 1000
 
 
+def test_another_collectors_pause_is_followed_and_only_its_end_resumes() -> None:
+    breaker = Breaker(open_after=1, open_keys=1, auth_probe_ms=(2000, 60_000))
+    assert breaker.follow(None, now=1) is None  # no pause to end: stays closed
+    assert breaker.follow("HTTP 401 (shared)", now=2) is State.PAUSED
+    assert (breaker.status(), breaker.since, breaker.next_probe_ms()) == (
+        "paused: HTTP 401 (shared)", 2, 2000
+    )  # fmt: skip
+    assert breaker.follow("HTTP 401 (shared)", now=3) is None  # paused already: no news
+    breaker.observe(Signal.DOWN, "a", "HTTP 503", now=4)  # tells nothing of the key
+    assert breaker.state is State.PAUSED
+    assert breaker.follow(None, now=5) is State.CLOSED  # another's probe was delivered
+    breaker.observe(Signal.DOWN, "a", "HTTP 503", now=6)  # an outage here...
+    assert breaker.follow("HTTP 401", now=7) is State.PAUSED  # ...gives way to the pause
+    assert breaker.was_open(6) and not breaker.was_open(8)
+
+
 def test_the_breaker_remembers_when_it_was_open() -> None:
     breaker = Breaker(open_after=1, open_keys=1)
     breaker.observe(Signal.DOWN, "a", "", now=100)

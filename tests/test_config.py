@@ -89,3 +89,24 @@ def test_settings_and_open_spool_read_one_table_of_backends(
     made = MemorySpool(max_events=1, dedup_window_ms=0)
     monkeypatch.setitem(BACKENDS, "postgres", lambda settings: made)
     assert open_spool(Settings(spool_url="postgres://x")) is made
+
+
+@pytest.mark.parametrize(
+    "env",
+    [
+        {"COLLECTOR_API_KEYS": "k1,same"},
+        {"COLLECTOR_API_KEYS": "k1", "COLLECTOR_SITE_KEYS": "same=self"},
+        {"COLLECTOR_API_KEYS": "k1", "COLLECTOR_SEGMENT_WRITE_KEYS": "same"},
+    ],
+)
+def test_the_inspector_key_must_differ_from_every_sending_key(env: dict[str, str]) -> None:
+    with pytest.raises(ConfigError, match="COLLECTOR_INSPECT_KEY must differ"):
+        Settings.from_env({**env, "COLLECTOR_INSPECT_KEY": "same"})
+
+
+def test_the_inspector_is_off_until_it_has_a_key() -> None:
+    assert Settings.from_env({}).inspect_key is None
+    settings = Settings.from_env({"COLLECTOR_INSPECT_KEY": "op", "COLLECTOR_INSPECT_BUFFER": "0"})
+    assert (settings.inspect_key, settings.inspect_buffer, settings.inspect_age_s) == ("op", 0, 900)
+    with pytest.raises(ConfigError, match="COLLECTOR_INSPECT_BUFFER"):
+        Settings.from_env({"COLLECTOR_INSPECT_BUFFER": "-1"})

@@ -18,6 +18,7 @@ from collector.config import Settings
 from .conftest import API_KEY, Process, free_port, make_settings
 
 WRITE_KEY = "wk-openapi"
+INSPECT_KEY = "inspect-openapi"
 
 SCHEMATHESIS = Path(sys.executable).parent / "schemathesis"
 # Our validation is finer than a schema can say (Yespo's rules), so generated data the
@@ -29,7 +30,13 @@ RUNS = [
     (["--include-path", "/v1/events"], ["-H", f"Authorization: Bearer {API_KEY}"]),
     (["--include-path-regex", "^/api/"], ["--auth", f"x:{API_KEY}"]),
     (["--include-path-regex", "^/v1/(?!events)"], ["--auth", f"{WRITE_KEY}:"]),
-    (["--exclude-path-regex", "^/api/|^/v1/"], []),
+    (["--exclude-path-regex", "^/api/|^/v1/|^/inspect"], []),
+    # The inspector's API with its key; not its stream (an answer that does not end), nor
+    # the page and login (which no generated key opens).
+    (
+        ["--include-path-regex", "^/inspect/dead"],
+        ["-H", f"Authorization: Bearer {INSPECT_KEY}"],
+    ),
 ]
 
 
@@ -40,6 +47,14 @@ def test_the_document_names_every_route_of_the_app(tmp_path: Path) -> None:
     routes = {r.path for r in app.routes if not r.path.startswith("/demo")}  # type: ignore[attr-defined]
     assert set(document["paths"]) == routes
     assert "/t/x" in document["paths"] and "/t/x.js" in document["paths"]
+    assert not any(path.startswith("/inspect") for path in document["paths"])
+
+
+def test_the_document_names_the_inspectors_routes_when_it_is_on(tmp_path: Path) -> None:
+    app = create_app(make_settings(tmp_path, inspect_key=INSPECT_KEY))
+    routes = {r.path for r in app.routes if not r.path.startswith("/demo")}  # type: ignore[attr-defined]
+    assert set(app.state.openapi["paths"]) == routes
+    assert "/inspect/stream" in routes and "/inspect/dead/replay" in routes
 
 
 @pytest.fixture
@@ -51,6 +66,7 @@ async def live(tmp_path: Path, processes: list[Process]) -> str:
         "COLLECTOR_FORWARD": "false",
         "COLLECTOR_SITE_KEYS": "site=self",
         "COLLECTOR_SEGMENT_WRITE_KEYS": WRITE_KEY,
+        "COLLECTOR_INSPECT_KEY": INSPECT_KEY,
         "COLLECTOR_LOG_LEVEL": "warning",
     }
     proc = Process(port, env, tmp_path / "collector.log")
@@ -59,7 +75,9 @@ async def live(tmp_path: Path, processes: list[Process]) -> str:
     return proc.url
 
 
-@pytest.mark.parametrize(("select", "auth"), RUNS, ids=["events", "yespo", "segment", "others"])
+@pytest.mark.parametrize(
+    ("select", "auth"), RUNS, ids=["events", "yespo", "segment", "others", "inspect"]
+)
 async def test_every_answer_matches_the_document(
     live: str, tmp_path: Path, select: list[str], auth: list[str]
 ) -> None:

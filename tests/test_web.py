@@ -513,6 +513,27 @@ async def test_browsers_fill_only_their_share_of_the_spool_and_identify_keeps_to
         assert (status, reply["accepted"]) == (200, 1)
 
 
+async def test_a_full_spool_is_told_to_the_page_with_cors_and_retry_after(tmp_path: Path) -> None:
+    # Without CORS headers the script cannot read the 503 and takes it for a network error:
+    # it would resend at once instead of after Retry-After.
+    settings = make_settings(tmp_path, site_keys={SITE: (SHOP,)}, spool_max_events=10)
+    async with running(settings) as c:
+        named = [
+            {**page(f"https://shop.example/{n}", f"n{n}"), "contact": {"email": "a@example.com"}}
+            for n in range(8)
+        ]
+        assert (await send(c, named))[0] == 200
+        status, reply, resp = await send(c, [page("https://shop.example/x", "n9")])
+        assert status == 503 and "try again later" in reply["error"]
+        assert resp.headers["Access-Control-Allow-Origin"] == SHOP
+        assert int(resp.headers["Retry-After"]) >= 1
+        # a page no site key allows still learns nothing
+        status, _, resp = await send(
+            c, [page("https://evil.example/x", "n10")], origin="https://evil.example"
+        )
+        assert status == 403 and "Access-Control-Allow-Origin" not in resp.headers
+
+
 async def test_a_request_that_cannot_be_taken_whole_is_refused_before_any_of_it_is_held(
     tmp_path: Path,
 ) -> None:

@@ -11,7 +11,9 @@ probe) on a doubling schedule, and the answer to a probe decides.
   2xx, a 400, a 429 (Yespo is there and asks for less: the entry waits for Retry-After as
   always, which is a pace, not an outage).
 * **Paused** (401/403: the key is wrong or disabled): entered on the first such answer,
-  left only when Yespo takes an entry (2xx).
+  left only when Yespo takes an entry (2xx). On a spool that several collectors share
+  (Redis) the pause is the spool's: `follow` enters and leaves it when another collector
+  did, and one collector at a time probes (the forwarder asks the spool whose turn it is).
 
 The breaker also remembers when it was open, so that an entry whose maximum age ran out
 during an outage expires as it would have had it been tried then (`was_open`).
@@ -135,7 +137,19 @@ class Breaker:
                 self.failures = 0
                 self._keys.clear()
             return None
-        if state is State.OPEN:
+        return self._move(new, now)
+
+    def follow(self, reason: str | None, now: int) -> State | None:
+        """Another collector that shares the spool paused delivery (`reason`: why) or ended
+        the pause (None: Yespo took its probe). The state it moved the breaker to, or None.
+        A pause overrides an outage, as a probe answered 401 does."""
+        if reason is not None:
+            self.reason = reason
+            return None if self.state is State.PAUSED else self._move(State.PAUSED, now)
+        return self._move(State.CLOSED, now) if self.state is State.PAUSED else None
+
+    def _move(self, new: State, now: int) -> State:
+        if self.state is State.OPEN:
             self._outages.append((self.since, now))
         self.state, self.since = new, now
         self.failures = 0

@@ -10,7 +10,9 @@ Guarantees (the end-to-end tests in tests/test_delivery*.py check each):
   jitter, honouring Retry-After; an entry older than the maximum age is dead-lettered
   as "expired" instead of being retried forever.
 * 401/403 pause delivery as a whole: the key is wrong, the events are fine. Nothing is
-  dead-lettered; a probe every few seconds resumes delivery once the key works.
+  dead-lettered; a probe every few seconds resumes delivery once the key works. On a
+  spool several collectors share (Redis) the pause is theirs together: one 401 stops all
+  of them, one at a time probes, and all resume when a probe is delivered (`pause`).
 * When Yespo is unreachable (no answer or 5xx from many keys in a row) the circuit
   breaker opens: sending stops but for one probe at a time, and the first answer closes
   it (`breaker.Breaker`). Entries that wait meanwhile count no attempts; one whose
@@ -34,12 +36,15 @@ import random
 import time
 from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from ..errors import SpoolError
+from ..inspect import OFF, Journal
 from ..metrics import Metrics
 from ..normalize.orders import MAX_ORDERS_PER_REQUEST
 from ..spool import Record, Spool
 from .breaker import Breaker, State, detail_of, signal_of
+from .pause import PAUSE_CHECK_MS, PauseShare
 from .policy import RateLimiter, RetryPolicy
 from .sink import Sink
 from .yespo import Outcome, Reply, failed_order_ids
@@ -68,6 +73,10 @@ def _now_ms() -> int:
     return int(time.time() * 1000)
 
 
+def _ms_since(started: float) -> int:
+    return round((time.perf_counter() - started) * 1000)
+
+
 class Forwarder:
     """Leases entries from the spool and sends them with bounded concurrency and rate."""
 
@@ -85,8 +94,10 @@ class Forwarder:
         metrics: Metrics | None = None,
         clock: Callable[[], int] = _now_ms,
         rand: Callable[[], float] = random.random,
+        journal: Journal = OFF,
     ) -> None:
         self.spool = spool
+        self.journal = journal  # the live inspector's; `journal.on` is checked per outcome
         self.sink = sink
         self.concurrency = concurrency
         self._min_lease = max(1, concurrency // 4)
@@ -96,6 +107,7 @@ class Forwarder:
         self.lease_ms = lease_ms
         self.poll_ms = poll_ms
         self.breaker = breaker or Breaker()
+        self._pause = PauseShare(spool, self.breaker, lease_ms)
         self.metrics = metrics
         self._limiter = RateLimiter(max_rps)
         self._unused = 0  # tokens of the shared ceiling taken but not spent, given back next
@@ -146,6 +158,10 @@ class Forwarder:
         while not self._stopping:
             try:
                 await self._flush()
+                if self.breaker.state is not State.PAUSED:
+                    reason = await self._pause.check(self._clock())
+                    if reason is not None:
+                        self._follow(reason)
                 if self.breaker.held:
                     await self._probe()
                     continue
@@ -258,12 +274,15 @@ class Forwarder:
     # -- sending -------------------------------------------------------------------------
 
     async def _send_event(self, record: Record) -> None:
+        started = time.perf_counter()
         reply = await self._reply(self.sink.send_event(record.body))
         self._observe(reply, record.key)
-        self._settle(record, reply.outcome, reply)
+        self._settle(record, reply.outcome, reply, _ms_since(started))
 
     async def _send_orders(self, records: list[Record], *, whole: bool = True) -> None:
+        started = time.perf_counter()
         reply = await self._reply(self.sink.send_orders([r.body for r in records]))
+        ms = _ms_since(started)
         self._observe(reply, records[0].key)
         outcome = reply.outcome
         if outcome is Outcome.REJECTED and len(records) > 1:
@@ -277,7 +296,7 @@ class Forwarder:
             return
         if outcome is not Outcome.DELIVERED:
             for r in records:
-                self._settle(r, outcome, reply)
+                self._settle(r, outcome, reply, ms)
             return
         failed = failed_order_ids(reply.body)
         if failed is None:
@@ -289,9 +308,9 @@ class Forwarder:
         for r in records:
             reason = failed.get(r.key.removeprefix("order:"))
             if reason is None:
-                self._settle(r, Outcome.DELIVERED, reply)
+                self._settle(r, Outcome.DELIVERED, reply, ms)
             else:
-                self._settle(r, Outcome.REJECTED, Reply(reply.status, reason))
+                self._settle(r, Outcome.REJECTED, Reply(reply.status, reason), ms)
 
     async def _bisect(self, records: list[Record]) -> None:
         """Yespo refused a whole request of orders, as one bad order makes it do: send each
@@ -320,13 +339,19 @@ class Forwarder:
             log.exception("sending failed: retrying")
             return Reply(None, f"the collector failed to send: {exc!r}")
 
-    def _settle(self, record: Record, outcome: Outcome, reply: Reply) -> None:
+    def _settle(self, record: Record, outcome: Outcome, reply: Reply, ms: int = 0) -> None:
         """Record what to write to the spool for one entry after one attempt."""
         now = self._clock()
         if self.metrics is not None:
             self.metrics.delivery_attempts.labels(outcome.value).inc()
+        journal = self.journal
+        attempt = record.attempts + 1
         if outcome is Outcome.DELIVERED:
             self._done.ack.append(record.seq)
+            if journal.on:
+                self._note(
+                    "delivered", record, {"status": reply.status, "ms": ms, "attempt": attempt}
+                )
             return
         if outcome is Outcome.REJECTED:
             self._done.dead.append((record.seq, "rejected", reply.status, reply.body))
@@ -334,16 +359,46 @@ class Forwarder:
                 "Yespo rejected %s %s (HTTP %s): dead-lettered: %s",
                 record.event_type, record.message_id, reply.status, reply.body[:200],
             )  # fmt: skip
+            if journal.on:
+                shown = {"reason": "rejected", "status": reply.status, "answer": reply.body}
+                self._note("dead", record, {**shown, "ms": ms, "attempt": attempt})
             return
         if outcome is Outcome.AUTH:  # the breaker paused delivery: it goes when the key works
             self._done.retry.append((record.seq, now))
+            if journal.on:
+                why = f"Yespo refused the key (HTTP {reply.status}): delivery paused until it works"
+                self._note(
+                    "retried",
+                    record,
+                    {"status": reply.status, "why": why, "next": None, "attempt": attempt},
+                )
             return
         if self.retry.expired(record.received_at, now):
             detail = f"gave up after {record.attempts + 1} attempts; last: {reply.body}"
             self._done.dead.append((record.seq, "expired", reply.status, detail))
+            if journal.on:
+                self._note(
+                    "dead", record, {"reason": "expired", "status": reply.status, "answer": detail}
+                )
             return
         delay = self.retry.delay_ms(record.attempts + 1, reply.retry_after, self._rand())
         self._done.retry.append((record.seq, now + delay))
+        if journal.on:
+            why = (
+                reply.body[:500]
+                if reply.status is None
+                else f"HTTP {reply.status}: {reply.body[:500]}"
+            )
+            self._note(
+                "retried",
+                record,
+                {"status": reply.status, "why": why, "next": now + delay, "attempt": attempt},
+            )
+
+    def _note(self, step: str, record: Record, detail: dict[str, Any]) -> None:
+        self.journal.note(
+            step, record.message_id, "delivery", record.event_type, record.key, record.after, detail
+        )
 
     def _drop_expired(self, records: list[Record]) -> list[Record]:
         """The entries to send; the others, whose maximum age ran out while the breaker was
@@ -360,6 +415,8 @@ class Forwarder:
                     f" {r.attempts} attempts; Yespo was unreachable when it got that old"
                 )
                 self._done.dead.append((r.seq, "expired", None, detail))
+                if self.journal.on:
+                    self._note("dead", r, {"reason": "expired", "status": None, "answer": detail})
             else:
                 keep.append(r)
         return keep
@@ -367,6 +424,7 @@ class Forwarder:
     async def _flush(self) -> None:
         """Write the outcomes collected so far. What a failed write leaves unwritten stays
         for the next flush: an entry Yespo took must not go again when its lease ends."""
+        await self._pause.tell()  # first: entries that got a 401 go back after the pause
         if not self._done:
             return
         done, self._done = self._done, _Outcomes()
@@ -400,9 +458,20 @@ class Forwarder:
         breaker = self.breaker
         was, since = breaker.state, breaker.since
         new = breaker.observe(signal_of(reply), key, detail_of(reply), self._clock())
-        if new is None:
-            return
-        log.log(*breaker.news(was, since))
+        if new is not None:
+            self._pause.saw(was, new)
+            self._changed(was, since, new)
+
+    def _follow(self, reason: str | None) -> None:
+        """Another collector on the spool paused delivery (why), or ended the pause (None)."""
+        breaker = self.breaker
+        was, since = breaker.state, breaker.since
+        new = breaker.follow(reason, self._clock())
+        if new is not None:
+            self._changed(was, since, new)
+
+    def _changed(self, was: State, since: int, new: State) -> None:
+        log.log(*self.breaker.news(was, since))
         if self.metrics is not None:
             self.metrics.forwarder_paused.set(new is State.PAUSED)
             self.metrics.breaker_open.set(new is State.OPEN)
@@ -413,8 +482,11 @@ class Forwarder:
 
         The wait ends early only for stop(): new events must not make Yespo hear a bad key,
         or a down Yespo get tried, more often than the probe's schedule says."""
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._stopped.wait(), self.breaker.next_probe_ms() / 1000)
+        if self._pause.shared and self.breaker.state is State.PAUSED:
+            if not await self._my_turn():
+                return
+        else:
+            await self._wait_stop(self.breaker.next_probe_ms())
         if self._stopping:
             return
         if self._tasks:
@@ -435,3 +507,27 @@ class Forwarder:
             await self._send_orders(records)
         else:
             await self._send_event(records[0])
+
+    async def _my_turn(self) -> bool:
+        """The pause is the spool's: wait for this collector's next probe, asking the spool
+        every PAUSE_CHECK_MS whether the pause is over (then resume) and for the turn to
+        probe (only its holder probes; it passes on when the holder stops asking). True:
+        probe now."""
+        due = self._clock() + self.breaker.next_probe_ms()
+        while not self._stopping:
+            left = due - self._clock()
+            await self._wait_stop(min(PAUSE_CHECK_MS, left) if left > 0 else PAUSE_CHECK_MS)
+            if self._stopping:
+                break
+            pause = await self._pause.turn()
+            if pause.reason is None:
+                self._follow(None)
+                return False
+            if pause.probing and self._clock() >= due:
+                return True
+        return False
+
+    async def _wait_stop(self, ms: int) -> None:
+        """Wait `ms`, or less if stop() is called."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stopped.wait(), ms / 1000)

@@ -9,6 +9,7 @@ import logging
 
 from ..config import Settings
 from ..errors import SpoolError
+from ..inspect import OFF, Journal
 from ..metrics import Metrics
 from ..spool import Spool
 from .forwarder import Forwarder
@@ -36,7 +37,9 @@ def make_sink(settings: Settings) -> Sink:
     return DryRunSink()
 
 
-def make_forwarder(settings: Settings, spool: Spool, metrics: Metrics) -> Forwarder:
+def make_forwarder(
+    settings: Settings, spool: Spool, metrics: Metrics, journal: Journal = OFF
+) -> Forwarder:
     retry = RetryPolicy(
         base_ms=settings.retry_base_ms,
         max_delay_ms=settings.retry_max_delay_s * 1000,
@@ -50,6 +53,7 @@ def make_forwarder(settings: Settings, spool: Spool, metrics: Metrics) -> Forwar
         retry=retry,
         lease_ms=settings.lease_s * 1000,
         metrics=metrics,
+        journal=journal,
     )
 
 
@@ -70,10 +74,12 @@ class Delivery:
     """The forwarder of one spool, with one `start` and one `stop` for every process that
     delivers. The spool is opened and closed by the caller."""
 
-    def __init__(self, settings: Settings, spool: Spool, metrics: Metrics) -> None:
+    def __init__(
+        self, settings: Settings, spool: Spool, metrics: Metrics, journal: Journal = OFF
+    ) -> None:
         self.settings = settings
         self.metrics = metrics
-        self.forwarder = make_forwarder(settings, spool, metrics)
+        self.forwarder = make_forwarder(settings, spool, metrics, journal)
         self._task: asyncio.Task[None] | None = None
         self._reporter: asyncio.Task[None] | None = None
 

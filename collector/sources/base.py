@@ -10,6 +10,7 @@ from collections.abc import Callable, Sequence
 
 from ..config import Settings
 from ..errors import FieldError
+from ..inspect import OFF, Journal
 from ..metrics import Metrics
 from ..normalize import Normalized, Rules
 from ..spool import Spool
@@ -81,8 +82,10 @@ class Source:
         spool: Spool,
         metrics: Metrics,
         on_append: Callable[[], None] | None = None,
+        journal: Journal = OFF,
     ) -> None:
         self.settings = settings
+        self.journal = journal  # the inspector's: `journal.on` is checked once per request
         self.spool = spool
         self.metrics = metrics
         self.rules = rules_from(settings)

@@ -22,8 +22,15 @@ from urllib.parse import SplitResult, urlsplit
 from starlette.requests import Request
 from starlette.responses import Response
 
-from ..errors import BadRequest, Forbidden, PayloadTooLarge, RequestError, TooManyRequests
-from ..web.http import json_response, parse_json, read_body
+from ..errors import (
+    BadRequest,
+    Forbidden,
+    PayloadTooLarge,
+    RequestError,
+    TooManyRequests,
+    Unavailable,
+)
+from ..web.http import OWN, error_reply, json_response, parse_json, read_body
 from ..web.ratelimit import ClientAddress, RateLimiter, retry_after
 from .base import Counters, Source
 from .visitors import Visitors
@@ -91,6 +98,7 @@ class Browser(Source):
         self._counters = Counters(self.metrics, "web")
         self.counters = (self._counters,)
         self.visitors = Visitors(s, self.spool, self.metrics, self._counters, self._on_append)
+        self.visitors.holding.journal = self.journal
         self.limiter = RateLimiter(s.web_rate, s.web_burst) if s.web_rate else None
         self.client_address = ClientAddress(s.trusted_proxies)
 
@@ -161,7 +169,8 @@ class Browser(Source):
         try:
             self._limit(request)
             page = request_origin(request)
-            data = parse_json(await read_body(request, MAX_WEB_BODY_BYTES))
+            body = await read_body(request, MAX_WEB_BODY_BYTES)
+            data = parse_json(body)
             site_key, batch, given_id = self._envelope(data)
             origins = self.sites.get(site_key)
             if origins is None:
@@ -173,9 +182,12 @@ class Browser(Source):
             allowed = page
             anonymous_id = given_id or self._cookie_id(request) or self._new_visitor_id()
             self._counters.received += len(batch)
-            reply = await self.visitors.take(batch, anonymous_id)
-        except RequestError as exc:
+            outs: list[Any] | None = [] if self.journal.on else None
+            reply = await self.visitors.take(batch, anonymous_id, outs)
+        except (RequestError, Unavailable) as exc:
             return self._refusal(exc, request, allowed)
+        if outs is not None:
+            self.journal.ingest("browser", body, outs, 200 if reply["accepted"] else 400)
         response = json_response(reply, 200 if reply["accepted"] else 400, self._cors(allowed))
         response.set_cookie(
             self.settings.visitor_cookie,
@@ -187,15 +199,18 @@ class Browser(Source):
         )
         return response
 
-    def _refusal(self, exc: RequestError, request: Request, allowed: str | None) -> Response:
+    def _refusal(
+        self, exc: RequestError | Unavailable, request: Request, allowed: str | None
+    ) -> Response:
         """A refusal as JSON, with CORS headers for a page some site key allows: the script
-        must see it (a 429 to retry later, a 4xx to give the batch up), or it looks like a
-        network error, resent forever. Other origins get none (see docs/api.md)."""
-        self.metrics.refused_requests.labels("web", str(exc.status_code)).inc()
-        headers = self._cors(allowed or self._known_page(request))
+        must see it (a 429 or 503 to retry after Retry-After, a 4xx to give the batch up),
+        or it looks like a network error, resent at once. Other origins get none (see
+        docs/api.md)."""
+        status, body, headers = error_reply(exc, OWN, self.metrics, "web")
+        headers.update(self._cors(allowed or self._known_page(request)))
         if isinstance(exc, TooManyRequests):
             headers["Retry-After"] = str(exc.retry_after)
-        return json_response({"error": exc.message}, exc.status_code, headers)
+        return json_response(body, status, headers)
 
     @staticmethod
     def _envelope(data: Any) -> tuple[str, list[Any], str | None]:

@@ -139,6 +139,8 @@ class EventsApi(Source):
             item["errors"] = field_errors(out)
             rejected.append(item)
         self._on_events.rejected += len(rejected)
+        if self.journal.on:
+            self.journal.ingest("events", body, outs, 200 if accepted else 400)
         # Free the parsed events now, while they are in the CPU's cache, instead of after
         # the commit: the next request's parse then reuses the same memory. Batches of 100
         # took ~10% less CPU on the event loop's thread (992 against 1100 µs, 6 runs each).

@@ -29,6 +29,8 @@ import orjson
 
 from ..config import Settings
 from ..errors import FieldError, SpoolError, SpoolFull
+from ..inspect import OFF, Journal
+from ..inspect.journal import Raw
 from ..metrics import Metrics
 from ..normalize import Normalized, normalize_event
 from ..normalize.contact import identity_problem, key_value, normalize_contact
@@ -69,6 +71,8 @@ class Writes:
 
     async def flush(self) -> None:
         h = self._holding
+        if h.journal.on and h.note_writes:
+            h.note_writes_of(self)
         if self.to_hold:
             stored, dropped = await h.spool.hold(self.to_hold, self.now, h.per_visitor)
             self.held += sum(stored)
@@ -107,6 +111,10 @@ class Holding:
         self.bound = bound
         self.per_visitor = settings.anonymous_max_events
         self._on_append = on_append
+        self.journal: Journal = OFF  # the source's, set by it
+        self.source = "browser"
+        # Segment's steps are recorded as its writes go (the browser's, per request).
+        self.note_writes = False
 
     def appended(self) -> None:
         if self._on_append is not None:
@@ -210,8 +218,26 @@ class Holding:
         if entries:
             self.metrics.anonymous_released.inc(len(entries))
             self.appended()
+            if self.journal.on:
+                self._note_released(keys[0], contact, entries)
         if invalid:
             self.metrics.anonymous_expired.labels("invalid").inc(invalid)
+
+    def note_writes_of(self, writes: Writes) -> None:
+        for out in writes.to_hold:
+            held = (out.message_id, self.source, out.event_type, None, None)
+            self.journal.note("held", *held, {"visitor": out.key})
+        for out in writes.to_append:
+            common = (out.message_id, self.source, out.event_type, out.key, out.after)
+            endpoint = "event" if out.kind == "event" else "orders"
+            self.journal.note("normalized", *common, {"yespo": Raw(out.body), "endpoint": endpoint})
+
+    def _note_released(self, key: str, contact: dict[str, Any], entries: list[Normalized]) -> None:
+        for out in entries:
+            common = (out.message_id, self.source, out.event_type, out.key, out.after)
+            self.journal.note("released", *common, {"visitor": key, "contact": contact})
+            endpoint = "event" if out.kind == "event" else "orders"
+            self.journal.note("normalized", *common, {"yespo": Raw(out.body), "endpoint": endpoint})
 
 
 class Visitors:
@@ -232,13 +258,20 @@ class Visitors:
             settings, spool, metrics, on_append, int(spool.max_events * BROWSER_SHARE)
         )
 
-    async def take(self, batch: list[Any], anonymous_id: str) -> dict[str, Any]:
-        """The reply body for one request of the visitor, its events taken in order."""
+    async def take(
+        self, batch: list[Any], anonymous_id: str, outs: list[Any] | None = None
+    ) -> dict[str, Any]:
+        """The reply body for one request of the visitor, its events taken in order.
+        `outs`, for the inspector: gets what became of each event (see `_take`)."""
         async with self.spool.visitor_lock(anonymous_id):
-            return await self._take(batch, anonymous_id)
+            return await self._take(batch, anonymous_id, outs)
 
-    async def _take(self, batch: list[Any], anonymous_id: str) -> dict[str, Any]:
-        """Hold, deliver or identify each event in order; the reply body."""
+    async def _take(
+        self, batch: list[Any], anonymous_id: str, outs: list[Any] | None
+    ) -> dict[str, Any]:
+        """Hold, deliver or identify each event in order; the reply body. `outs` (None:
+        not asked) gets each event's outcome: its entry (appended or held), its errors, or
+        "identify"."""
         h = self.holding
         now = int(time.time() * 1000)
         key = visitor_key(anonymous_id)
@@ -259,6 +292,8 @@ class Visitors:
                     await h.release([key], identity, now, known=identity == contact)
                     contact = identity
                     accepted += 1
+                    if outs is not None:
+                        outs.append("identify")
                     continue
             else:
                 event = self._with_defaults(raw, now)
@@ -287,6 +322,8 @@ class Visitors:
                             out = h.after_visitor(out, contact)
                         writes.to_append.append(out)
                         accepted += 1
+                        if outs is not None:
+                            outs.append(out)
                         continue
                 else:
                     client_id = isinstance(raw, dict) and raw.get("messageId") is not None
@@ -294,6 +331,8 @@ class Visitors:
                     if not isinstance(hold, list):
                         writes.to_hold.append(hold)
                         accepted += 1
+                        if outs is not None:
+                            outs.append(hold)
                         continue
                     out = hold
                 errors = out
@@ -302,6 +341,8 @@ class Visitors:
                 item["messageId"] = raw["messageId"]
             item["errors"] = [e.as_dict() for e in errors]
             rejected.append(item)
+            if outs is not None:
+                outs.append(errors)
         await writes.flush()
         counters = self.counters
         counters.accepted += accepted - writes.duplicates

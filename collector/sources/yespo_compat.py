@@ -12,7 +12,9 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import Response
 
-from ..errors import BadRequest
+from ..errors import BadRequest, FieldError
+from ..inspect.journal import one
+from ..inspect.journal import orders as orders_of
 from ..normalize import Normalized, normalize_order, normalize_yespo_event
 from ..normalize.orders import MAX_ORDERS_PER_REQUEST
 from ..normalize.values import is_json_int
@@ -35,9 +37,12 @@ class YespoCompat(Source):
     async def event(self, request: Request) -> Response:
         """POST /api/v1/event and /api/v2/event: Yespo's Generate-event body."""
         self.keys.check_basic(request)
-        data = parse_json(await read_body(request, self.max_body))
+        body = await read_body(request, self.max_body)
+        data = parse_json(body)
         self._on_event.received += 1
         out = normalize_yespo_event(data, self.rules, self._new_id)
+        if self.journal.on:
+            self.journal.ingest("yespo", body, [out], 400, one)
         if not isinstance(out, Normalized):
             self._on_event.rejected += 1
             message = "; ".join(f"{e.field}: {e.message}" for e in out)
@@ -49,7 +54,8 @@ class YespoCompat(Source):
     async def orders(self, request: Request) -> Response:
         """POST /api/v1/orders: Yespo's Add-orders body, up to 1000 orders."""
         self.keys.check_basic(request)
-        data = parse_json(await read_body(request, self.max_body))
+        body = await read_body(request, self.max_body)
+        data = parse_json(body)
         if not isinstance(data, dict) or not isinstance(data.get("orders"), list):
             raise BadRequest('body must be {"orders": [orders]}')
         orders = data["orders"]
@@ -62,8 +68,10 @@ class YespoCompat(Source):
         self._on_orders.received += len(orders)
         good: list[Normalized] = []
         failed: list[dict[str, Any]] = []
+        outs: list[Normalized | list[FieldError]] = []
         for index, raw in enumerate(orders):
             out = normalize_order(raw, self.rules, self._new_id)
+            outs.append(out)
             if isinstance(out, Normalized):
                 good.append(out)
                 continue
@@ -76,6 +84,8 @@ class YespoCompat(Source):
             item["errors"] = field_errors(out, prefix)
             failed.append(item)
         self._on_orders.rejected += len(failed)
+        if self.journal.on:
+            self.journal.ingest("yespo", body, outs, 200, orders_of, "orders")
         # The reply is made first: once the good orders are committed, nothing may fail.
         reply = json_response({"failedOrders": failed})
         await self._append(good, self._on_orders)

@@ -93,6 +93,15 @@ class DeadLetter:
 
 
 @dataclass(frozen=True, slots=True)
+class SharedPause:
+    """The 401 pause of every collector sharing a storage, as one of them asks for it."""
+
+    reason: str | None  # why delivery is paused (the first refusal's text); None: it is not
+    since: int  # epoch ms the pause began, as its collector's clock said (0: not paused)
+    probing: bool  # the asker has the turn to probe (nobody else probes meanwhile)
+
+
+@dataclass(frozen=True, slots=True)
 class SpoolStats:
     depth: int  # entries waiting, leased ones included
     in_flight: int  # entries under a lease
@@ -134,7 +143,9 @@ class Queue(abc.ABC):
         waiting for a retry, and no entry of its `after` key appended before it is still
         waiting. A lease expires after `lease_ms`; an expired lease makes the
         entry eligible again (the sender of it crashed). With `kind`, only heads of that
-        kind are handed out (orders, to fill a request to Add orders).
+        kind are handed out (orders, to fill a request to Add orders). While delivery is
+        paused for every collector (`pause_delivery`), nothing is handed out but to the
+        holder of the turn to probe.
         """
 
     @abc.abstractmethod
@@ -159,6 +170,27 @@ class Queue(abc.ABC):
         fills at `rate` per second. Returns how many were taken and, when none, the ms
         until one is due. None: the storage is one process's (SQLite, memory), whose
         forwarder keeps the ceiling itself."""
+        return None
+
+    async def pause_delivery(self, reason: str, since: int, turn_ms: int) -> SharedPause | None:
+        """Yespo refused the key (401/403): pause delivery for every collector that shares
+        this storage, with `reason` and `since` (epoch ms), unless a pause is on already
+        (its reason and start stay), and give the caller the turn to probe for `turn_ms`
+        if nobody has it. While the pause is on, `lease` hands out nothing but to the
+        holder of the turn. Returns the pause. None: the storage is one process's (SQLite,
+        memory), whose forwarder pauses and probes by itself."""
+        return None
+
+    async def delivery_pause(self, turn_ms: int = 0) -> SharedPause | None:
+        """The pause of `pause_delivery`, as it is now (`reason` None: not paused). With
+        `turn_ms`, while paused: take the turn to probe if nobody has it, or keep it if
+        the caller has it, for `turn_ms` from now. None: the storage is one process's."""
+        return None
+
+    async def resume_delivery(self) -> None:
+        """Yespo took an entry again: end the pause of `pause_delivery` (and the turn to
+        probe); every collector that shares the storage resumes when it next asks.
+        A storage that is one process's has no pause to end."""
         return None
 
     @abc.abstractmethod

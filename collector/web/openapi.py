@@ -286,6 +286,169 @@ def _segment() -> dict[str, Any]:
     return paths
 
 
+def _inspect() -> dict[str, Any]:
+    """The live inspector's endpoints (docs/inspector.md), there only with COLLECTOR_INSPECT_KEY."""
+    security: list[dict[str, list[str]]] = [{"bearer": []}, {"inspectCookie": []}]
+    refused = _json(
+        _ref("Error"),
+        "no inspector key and no login cookie",
+        **{"WWW-Authenticate": "the scheme to use"},
+    )
+    selection = {
+        "type": "object",
+        "properties": {
+            "seqs": {"type": "array", "items": {"type": "integer"}, "minItems": 1},
+            "reason": {"type": "string", "minLength": 1},
+            "all": {"type": "boolean"},
+        },
+    }
+
+    def action(done: str, command: str) -> dict[str, Any]:
+        count = {"type": "object", "required": [done], "properties": {done: {"type": "integer"}}}
+        return {
+            "post": {
+                "summary": f"Dead letters {done}, as by 'collector spool {command}'",
+                "security": security,
+                "requestBody": {"required": True, "content": {JSON: {"schema": selection}}},
+                "responses": {
+                    "200": _json(count, f"how many were {done}"),
+                    "400": _json(_ref("Error"), "the selection is not seqs, a reason or all"),
+                    "401": refused,
+                    "415": _json(_ref("Error"), "the body is not application/json"),
+                },
+            }
+        }
+
+    see_page = {
+        "303": {
+            "description": "to /inspect",
+            "headers": {"Location": {"schema": {"type": "string"}}},
+        }
+    }
+    letter = {
+        "type": "object",
+        "required": [
+            "seq",
+            "journey",
+            "type",
+            "key",
+            "reason",
+            "status",
+            "detail",
+            "dead_at",
+            "body",
+        ],
+        "properties": {
+            "seq": {"type": "integer"},
+            "journey": {"type": "string"},
+            "type": {"type": "string"},
+            "key": {"type": "string"},
+            "reason": {"type": "string"},
+            "status": {"type": ["integer", "null"]},
+            "detail": {"type": "string"},
+            "dead_at": {"type": "integer"},
+            "body": {},
+        },
+    }
+    dead = {
+        "type": "object",
+        "required": ["dead", "total"],
+        "properties": {"dead": {"type": "array", "items": letter}, "total": {"type": "integer"}},
+    }
+    listed = {"type": "string", "description": "one, or several comma-separated"}
+    query = [
+        {"name": name, "in": "query", "required": False, "schema": schema}
+        for name, schema in (
+            ("journey", {"type": "string"}), ("contact", {"type": "string"}),
+            ("order", {"type": "string"}), ("type", listed), ("source", listed),
+            ("step", listed), ("mask", {"type": "string", "enum": ["0", "1"]}),
+        )
+    ]  # fmt: skip
+    return {
+        "/inspect": {
+            "get": {
+                "summary": "The inspector's page (a key form until logged in)",
+                "responses": {
+                    "200": {
+                        "description": "the page",
+                        "content": {"text/html": {"schema": {"type": "string"}}},
+                    },
+                    "404": _json(_ref("Error"), "the page is not installed here"),
+                },
+            }
+        },
+        "/inspect/login": {
+            "post": {
+                "summary": "Log in with the inspector key: sets the yc_inspect cookie",
+                "requestBody": {
+                    "required": True,
+                    "content": {
+                        "application/x-www-form-urlencoded": {
+                            "schema": {"type": "object", "properties": {"key": {"type": "string"}}}
+                        },
+                        JSON: {
+                            "schema": {"type": "object", "properties": {"key": {"type": "string"}}}
+                        },
+                    },
+                },
+                "responses": {**see_page, "401": _json(_ref("Error"), "wrong inspector key")},
+            }
+        },
+        "/inspect/logout": {"post": {"summary": "Clear the login cookie", "responses": see_page}},
+        "/inspect/stream": {
+            "get": {
+                "summary": "Server-sent events: `hello`, then each step of events' journeys",
+                "description": "The buffered steps first (after Last-Event-ID), then live ones;"
+                " `: ping` every 15 s. Personal data masked unless mask=0.",
+                "security": security,
+                "parameters": [
+                    *query,
+                    {
+                        "name": "Last-Event-ID",
+                        "in": "header",
+                        "required": False,
+                        "schema": {"type": "string"},
+                    },
+                ],
+                "responses": {
+                    "200": {
+                        "description": "the stream",
+                        "content": {"text/event-stream": {"schema": {"type": "string"}}},
+                    },
+                    "401": refused,
+                },
+            }
+        },
+        "/inspect/dead": {
+            "get": {
+                "summary": "Dead letters, oldest first",
+                "security": security,
+                "parameters": [
+                    {
+                        "name": "limit",
+                        "in": "query",
+                        "required": False,
+                        "schema": {"type": "integer", "minimum": 0, "maximum": 1000},
+                    },
+                    {
+                        "name": "mask",
+                        "in": "query",
+                        "required": False,
+                        "schema": {"type": "string", "enum": ["0", "1"]},
+                    },
+                ],
+                "responses": {
+                    "200": _json(dead, "the dead letters and how many there are"),
+                    "400": _json(_ref("Error"), "limit is not 0 to 1000"),
+                    "401": refused,
+                },
+            }
+        },
+        "/inspect/dead/replay": action("replayed", "replay"),
+        "/inspect/dead/purge": action("purged", "purge"),
+    }
+
+
 def openapi(settings: Settings) -> dict[str, Any]:
     """The document for a collector with these settings (the browser path is a setting)."""
     web = settings.web_path
@@ -418,6 +581,8 @@ def openapi(settings: Settings) -> dict[str, Any]:
             }
         },
     }
+    if settings.inspect_key is not None:
+        paths.update(_inspect())
     return {
         "openapi": "3.1.0",
         "info": {
@@ -431,6 +596,7 @@ def openapi(settings: Settings) -> dict[str, Any]:
             "securitySchemes": {
                 "bearer": {"type": "http", "scheme": "bearer"},
                 "basic": {"type": "http", "scheme": "basic"},
+                "inspectCookie": {"type": "apiKey", "in": "cookie", "name": "yc_inspect"},
                 "writekey": {
                     "type": "http",
                     "scheme": "basic",

@@ -31,6 +31,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from ...errors import BadRequest, PayloadTooLarge, SpoolFull, Unauthorized
+from ...inspect.journal import sent
 from ...normalize.segment import (
     MAX_CALL_BYTES,
     MAX_REQUEST_BYTES,
@@ -107,6 +108,9 @@ class Segment(Source):
         s = self.settings
         self.keys = ApiKeys(s.segment_write_keys)
         self.holding = Holding(s, self.spool, self.metrics, self._on_append)
+        self.holding.journal = self.journal
+        self.holding.source = "segment"
+        self.holding.note_writes = True
         self._counters = Counters(self.metrics, "segment")
         self.counters = (self._counters,)
         self._log_second = 0
@@ -213,6 +217,9 @@ class Segment(Source):
         body_size: int,
     ) -> None:
         now = int(time.time() * 1000)
+        if self.journal.on:
+            for raw in calls:
+                self._note_received(raw)
         read: list[tuple[Any, Call | Refused]] = []
         for raw in calls:
             # Only a body over 32 KB can hold a call over 32 KB: measured only then.
@@ -271,10 +278,32 @@ class Segment(Source):
             else:
                 await people.take(read_as, raw)
 
+    def _note_received(self, raw: Any) -> None:
+        call = raw if isinstance(raw, dict) else {}
+        mid, name = call.get("messageId"), call.get("event") or call.get("type")
+        journey = mid if isinstance(mid, str) and mid else None
+        event_type = name if isinstance(name, str) else None
+        self.journal.note(
+            "received",
+            journey or "r-segment",
+            "segment",
+            event_type,
+            None,
+            None,
+            {"body": sent(raw)},
+        )
+
     async def _settle(self, people: People, received: int) -> None:
         """Keep and count what the request's calls became."""
         outcome = people.outcome
         duplicates = people.writes.duplicates
+        if outcome.refused and self.journal.on:
+            for r in outcome.refused:
+                errors = [{"field": r.reason, "message": r.detail}]
+                detail = {"errors": errors, "status": 200}  # Segment's protocol: success
+                self.journal.note(
+                    "refused", r.message_id or "r-segment", "segment", None, None, None, detail
+                )
         if outcome.refused:
             await self.spool.keep_rejected(outcome.refused, MAX_REJECTED_KEPT)
             for refused in outcome.refused:

@@ -21,6 +21,8 @@ is always ``<prefix>seq``; a script derives the others from it. The layout (docs
     hs / ht        zset seq -> seq / zset seq -> received at (held entries' age)
     vis / vist     hash visitor -> contact / zset visitor -> when identified
     lk:<visitor>   a visitor's lock (SET NX PX)
+    pause          hash reason, since: Yespo refused the key, delivery paused for all
+    probe          the owner that has the turn to probe while paused (SET PX)
 
 An entry's fields: {messageId, kind, key, eventType, receivedAt, eventTime|false,
 after|false, attempts}.
@@ -153,13 +155,17 @@ return out
 """
 )
 
-# ARGV: now, limit, lease ms, kind|'', owner. Returns {seq, fields, body, ...}.
+# ARGV: now, limit, lease ms, kind|'', owner. Returns {seq, fields, body, ...}: nothing
+# while delivery is paused, but to the owner that has the turn to probe.
 LEASE = (
     _COMMON
     + r"""
 local now, limit = tonumber(ARGV[1]), tonumber(ARGV[2])
 local expiry = num(now + tonumber(ARGV[3]))
 local owner = ARGV[5]
+if redis.call('EXISTS', P..'pause') == 1 and redis.call('GET', P..'probe') ~= owner then
+  return {}
+end
 -- Leases that ran out (their collector died or is late) and retries that are due.
 for _, set in ipairs({'leased', 'retry'}) do
   local due = redis.call('ZRANGEBYSCORE', P..set, '-inf', num(now))
@@ -481,6 +487,33 @@ redis.call('PEXPIRE', P..'rate', 600000)
 local wait = 0
 if taken == 0 then wait = math.ceil((1 - tokens) * 1000 / rate) end
 return {taken, wait}
+"""
+)
+
+# ARGV: 'pause'|'look'|'resume', owner, turn ms, reason, since. 'pause' starts the pause
+# unless one is on; while paused, a turn ms > 0 takes the turn to probe if nobody has it
+# (or keeps the owner's) for that long. Returns {} when not paused, else {reason, since,
+# 1|0: the owner has the turn}; 'resume' ends the pause and the turn.
+PAUSE = (
+    _COMMON
+    + r"""
+local op, owner, turn = ARGV[1], ARGV[2], tonumber(ARGV[3])
+if op == 'resume' then
+  redis.call('DEL', P..'pause', P..'probe')
+  return {}
+end
+if op == 'pause' and redis.call('EXISTS', P..'pause') == 0 then
+  redis.call('HSET', P..'pause', 'reason', ARGV[4], 'since', ARGV[5])
+end
+local got = redis.call('HMGET', P..'pause', 'reason', 'since')
+if not got[1] then return {} end
+local holder = redis.call('GET', P..'probe')
+local mine = holder == owner
+if turn > 0 and (mine or not holder) then
+  redis.call('SET', P..'probe', owner, 'PX', turn)
+  mine = true
+end
+return {got[1], got[2], mine and 1 or 0}
 """
 )
 

@@ -30,6 +30,7 @@ from ..base import (
     LocalVisitorLocks,
     Record,
     Rejected,
+    SharedPause,
     Spool,
     SpoolStats,
 )
@@ -120,6 +121,7 @@ class RedisSpool(Spool):
         self._expire_held = s(scripts.EXPIRE_HELD)
         self._unlock = s(scripts.UNLOCK)
         self._tokens = s(scripts.TOKENS)
+        self._pause = s(scripts.PAUSE)
         self._save_carts = s(scripts.SAVE_CARTS)
         self._expire_carts = s(scripts.EXPIRE_CARTS)
         self._keep_rejected = s(scripts.KEEP_REJECTED)
@@ -247,6 +249,27 @@ class RedisSpool(Spool):
     ) -> tuple[int, int] | None:
         taken, wait = await self._run(self._tokens, [most, repr(rate), burst, unused])
         return int(taken), int(wait)
+
+    # The 401 pause is shared: a key in Redis that every collector's `lease` looks at (so
+    # none sends once it is on, with no round trip of its own), and a turn to probe that
+    # one collector at a time has.
+
+    async def pause_delivery(self, reason: str, since: int, turn_ms: int) -> SharedPause | None:
+        return await self._pause_op("pause", turn_ms, reason, since)
+
+    async def delivery_pause(self, turn_ms: int = 0) -> SharedPause | None:
+        return await self._pause_op("look", turn_ms)
+
+    async def resume_delivery(self) -> None:
+        await self._pause_op("resume", 0)
+
+    async def _pause_op(
+        self, op: str, turn_ms: int, reason: str = "", since: int = 0
+    ) -> SharedPause:
+        got = await self._run(self._pause, [op, self._owner, turn_ms, reason, since])
+        if not got:
+            return SharedPause(None, 0, False)
+        return SharedPause(_text(got[0]), int(got[1]), bool(int(got[2])))
 
     async def reset_leases(self) -> int:
         return int(await self._run(self._reset, [self._owner]))
