@@ -81,6 +81,14 @@ def sent(event: Any) -> Any:
     return data[:MAX_SENT_BYTES].decode(errors="ignore") + "…"
 
 
+def step_time(step_id: str) -> int:
+    """The epoch ms in an in-process step id `<ms>-<n>`; -1 when unreadable."""
+    try:
+        return int(step_id.partition("-")[0])
+    except ValueError:
+        return -1
+
+
 def step_number(step_id: str) -> int:
     """The increasing number in an in-process step id `<ms>-<n>`; -1 when unreadable."""
     try:
@@ -190,6 +198,9 @@ class Journal:
         self._ring: deque[tuple[Any, ...]] = deque()
         self._in_ring = 0  # steps the ring's records make
         self._n = 0  # the next step's number: step ids increase with it
+        # Numbers count from 0 in each process: an id from before this one started (a
+        # client reconnecting across a restart) says nothing about this count.
+        self.started_ms = time.time_ns() // 1_000_000
         self.on = False
         self._update()
 
@@ -320,7 +331,7 @@ class Journal:
 
     def backlog(self, after: str | None, keep: Filter) -> Iterator[dict[str, Any]]:
         """The buffered steps `keep` takes, oldest first, after the step id `after`."""
-        since = step_number(after) if after else -1
+        since = step_number(after) if after and step_time(after) >= self.started_ms else -1
         oldest = time.time_ns() // 1_000_000 - self.age_ms
         for record in list(self._ring):
             if record[0] < oldest or record[1] + record[3] - 1 <= since:
