@@ -15,7 +15,7 @@ Playwright, signed in to /inspect through its key form.
   screenshot  (with --screenshot PATH) a visitor clicks through the demo shop (held until
               they log in, then released and delivered), a backend sends an order, a bad
               event (refused), one that Yespo refuses (dead letter) and one Yespo answers
-              503 first (retried); then the page, with the order's journey open, is saved
+              503 first (retried); then the page, with the dead letter's journey open, is saved
               as a PNG (1440x900).
 
 Every process is stopped at the end, also on an error.
@@ -226,7 +226,7 @@ async def scene(page: Page, http: aiohttp.ClientSession, collector: str, standin
     status = await post(http, collector, order)
     print(f"order posted: HTTP {status}")
     await asyncio.sleep(4)  # the retried one goes through
-    await page.click('#journeys tr[data-journey="ord-2002-created"]')
+    await page.click(f'#journeys tr[data-journey="{olga["messageId"]}"]')
     await asyncio.sleep(0.3)
 
 
