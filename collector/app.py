@@ -131,7 +131,10 @@ def create_app(settings: Settings, spool: Spool | None = None) -> Starlette:
     spool = spool if spool is not None else open_spool(settings)
     metrics = Metrics()
     journal = Journal(
-        settings.inspect_key is not None, settings.inspect_buffer, settings.inspect_age_s
+        settings.inspect_key is not None,
+        settings.inspect_buffer,
+        settings.inspect_age_s,
+        shared=spool.step_stream(),
     )
     delivery = Delivery(settings, spool, metrics, journal) if settings.forward else None
     notify = delivery.notify if delivery else None

@@ -350,3 +350,48 @@ def purge(
         click.confirm("Delete the selected dead letters for good?", abort=True)
     removed = _with_spool(spool_url, lambda s: s.purge(chosen, reason))
     click.echo(f"deleted {removed} dead letter(s)")
+
+
+@main.command(short_help="Print the live inspector's steps, one line each.")
+@click.option("--url", default="http://127.0.0.1:8080", show_default=True, help="The collector.")
+@click.option(
+    "--key", envvar="COLLECTOR_INSPECT_KEY", help="The inspector key [env COLLECTOR_INSPECT_KEY]."
+)
+@click.option("--journey", help="Only this messageId's steps.")
+@click.option("--contact", help="Only contacts whose key or keyValue contains this.")
+@click.option("--order", help="Only this order id.")
+@click.option("--type", "event_type", help="Only these event types (comma-separated).")
+@click.option("--source", help="Only these sources: events, yespo, browser, segment, delivery.")
+@click.option("--step", help="Only these steps: received, normalized, refused, delivered, ...")
+@click.option("--json", "as_json", is_flag=True, help="Each step's JSON on a line.")
+@click.option("--no-mask", is_flag=True, help="Show emails and phones unmasked.")
+def tail(
+    url: str,
+    key: str | None,
+    journey: str | None,
+    contact: str | None,
+    order: str | None,
+    event_type: str | None,
+    source: str | None,
+    step: str | None,
+    as_json: bool,
+    no_mask: bool,
+) -> None:
+    """Follow the live inspector's stream of steps (docs/inspector.md): what came in, what
+    it became, what Yespo answered. Reconnects when the collector restarts."""
+    from .inspect.tail import Tail, TailError
+
+    if not key:
+        raise click.UsageError("give the inspector key: --key or COLLECTOR_INSPECT_KEY")
+    given = {"journey": journey, "contact": contact, "order": order, "type": event_type,
+             "source": source, "step": step}  # fmt: skip
+    query = {name: value for name, value in given.items() if value}
+    if no_mask:
+        query["mask"] = "0"
+    try:
+        asyncio.run(Tail(url, key, query, as_json).run())
+    except TailError as exc:
+        click.echo(f"collector tail: {exc}", err=True)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        pass

@@ -14,6 +14,7 @@ from typing import Any
 import aiohttp
 import orjson
 
+from collector.inspect import Filter, Watcher
 from standin import Faults, RejectIf, StandIn
 
 from .conftest import YESPO_KEY, Running, delivering, make_settings, running
@@ -112,7 +113,7 @@ async def test_without_a_key_the_inspector_is_not_there_and_records_nothing(
         journal = c.app.state.journal
         assert not journal.on
         journal.flush()
-        assert list(journal.backlog(None, lambda s: True)) == []
+        assert await journal.backlog(None, Filter(), Watcher(Filter())) == []
 
 
 async def test_the_stream_and_dead_letters_need_the_operator_key(tmp_path: Path) -> None:

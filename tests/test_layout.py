@@ -32,7 +32,17 @@ ALLOWED = {
         "delivery",
         "inspect",
     },
-    "cli": {"__init__", "errors", "metrics", "config", "spool", "web", "app", "delivery"},
+    "cli": {
+        "__init__",
+        "errors",
+        "metrics",
+        "config",
+        "spool",
+        "web",
+        "app",
+        "delivery",
+        "inspect",
+    },
     "__main__": {"cli"},
     "__init__": set(),
 }

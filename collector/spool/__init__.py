@@ -25,6 +25,7 @@ from .base import (
     SharedPause,
     Spool,
     SpoolStats,
+    StepStream,
     VisitorStore,
 )
 
@@ -44,6 +45,7 @@ __all__ = [
     "SharedPause",
     "Spool",
     "SpoolStats",
+    "StepStream",
     "VisitorStore",
     "backend_for",
     "open_spool",

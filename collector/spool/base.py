@@ -379,6 +379,11 @@ class Spool(Queue, DeadLetters, VisitorStore, CartStore, RejectedLog):
     async def open(self) -> None:
         """Create or open the storage. Called once before anything else."""
 
+    def step_stream(self) -> StepStream | None:
+        """Where the live inspector's steps meet when several collectors share this spool;
+        None (the default): each collector keeps its own in its process."""
+        return None
+
     @abc.abstractmethod
     async def close(self) -> None:
         """Finish pending commits and release the storage."""
@@ -404,3 +409,36 @@ class LocalVisitorLocks:
                 del self._locks[visitor]
             else:
                 self._locks[visitor] = (lock, users - 1)
+
+
+class StepStream(abc.ABC):
+    """The live inspector's steps where several collectors share them (a Redis spool):
+    each collector publishes its steps, and reads everyone's. Entries are (id, step JSON);
+    ids increase along the stream. A backend without one (`Spool.step_stream` None) keeps
+    the steps in the process."""
+
+    @abc.abstractmethod
+    async def publish(self, steps: Sequence[bytes], max_steps: int, since_ms: int) -> None:
+        """Add `steps`; keep about the newest `max_steps`, none from before `since_ms`."""
+
+    @abc.abstractmethod
+    async def backlog(
+        self, after: str | None, since_ms: int, count: int
+    ) -> list[tuple[str, bytes]]:
+        """The newest `count` steps after the id `after` (None: since `since_ms`), oldest first."""
+
+    @abc.abstractmethod
+    async def last_id(self) -> str:
+        """The newest step's id ("0-0" when there is none)."""
+
+    @abc.abstractmethod
+    async def read(self, after: str, block_ms: int, count: int) -> list[tuple[str, bytes]]:
+        """Up to `count` steps after `after`, waiting up to `block_ms` for the first."""
+
+    @abc.abstractmethod
+    async def watch(self, ttl_ms: int) -> None:
+        """Say for `ttl_ms` that someone watches here: the others record meanwhile."""
+
+    @abc.abstractmethod
+    async def watched(self) -> bool:
+        """Whether a collector said it has watchers, within its `ttl_ms`."""

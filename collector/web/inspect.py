@@ -154,23 +154,22 @@ class Inspector:
         try:
             hello = {"collector": journal.name, "buffer": journal.buffer, "mask": mask}
             yield b"event: hello\ndata: " + orjson.dumps(hello) + b"\n\n"
-            backlog = [_event(step, mask) for step in journal.backlog(after, keep)]
+            backlog = [_event(step, mask) for step in await journal.backlog(after, keep, watcher)]
             if backlog:
                 yield b"".join(backlog)
             while True:
                 try:
-                    step = await asyncio.wait_for(watcher.queue.get(), PING_S)
+                    steps = await asyncio.wait_for(watcher.queue.get(), PING_S)
                 except TimeoutError:
-                    if watcher.dropped:
-                        return  # the client reconnects and reads what it missed
                     yield b": ping\n\n"
                     continue
-                chunk = [_event(step, mask)]
                 while not watcher.queue.empty():  # what came together goes together
-                    chunk.append(_event(watcher.queue.get_nowait(), mask))
-                yield b"".join(chunk)
+                    steps += watcher.queue.get_nowait()
+                watcher.waiting -= len(steps)
+                if steps:
+                    yield b"".join([_event(step, mask) for step in steps])
                 if watcher.dropped and watcher.queue.empty():
-                    return
+                    return  # the client reconnects and reads what it missed
         finally:
             journal.unwatch(watcher)
 
@@ -188,10 +187,9 @@ class Inspector:
         mask = request.query_params.get("mask") != "0"
         letters = await self.spool.dead_letters(limit) if limit else []
         total = (await self.spool.stats()).dead
-        return Response(
-            orjson.dumps({"dead": [_letter(d, mask) for d in letters], "total": total}),
-            media_type="application/json",
-        )
+        listed = b",".join(_letter(d, mask) for d in letters)
+        body = b'{"dead":[%s],"total":%d}' % (listed, total)
+        return Response(body, media_type="application/json")
 
     async def replay(self, request: Request) -> Response:
         return await self._act(request, "replayed")
@@ -239,11 +237,10 @@ def _listed(value: str | None) -> frozenset[str]:
 
 
 def _event(step: dict[str, Any], mask: bool) -> bytes:
-    step_id: str = step["id"]
-    return b"id: " + step_id.encode() + b"\nevent: step\ndata: " + render(step, mask) + b"\n\n"
+    return b"id: %s\nevent: step\ndata: %s\n\n" % (step["id"].encode(), render(step, mask))
 
 
-def _letter(d: DeadLetter, mask: bool) -> dict[str, Any]:
+def _letter(d: DeadLetter, mask: bool) -> bytes:
     r = d.record
     shown: dict[str, Any] = {
         "seq": r.seq, "journey": r.message_id, "type": r.event_type, "key": r.key,
@@ -254,7 +251,7 @@ def _letter(d: DeadLetter, mask: bool) -> dict[str, Any]:
         shown["key"] = mask_key(r.key)
         shown["detail"] = mask_text(d.detail)
         shown["body"] = mask_json(orjson.loads(r.body))
-    return shown
+    return orjson.dumps(shown)
 
 
 def _selection(data: object) -> tuple[list[int] | None, str | None] | str:

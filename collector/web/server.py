@@ -69,6 +69,10 @@ _SWEEP_EVERY_S = 1.0
 HEAD_TOO_LARGE = f"the request line and headers are over the limit of {MAX_HEAD_BYTES:,} bytes"
 
 
+# Answers that never end on their own: server-sent events.
+ENDLESS = frozenset({"/inspect/stream"})
+
+
 class CorkedHttpToolsProtocol(HttpToolsProtocol):
     """uvicorn's httptools protocol over a `CorkedTransport`, with a bound on a request's
     head (`MAX_HEAD_BYTES`, else 431) and on the time it takes to arrive
@@ -87,6 +91,17 @@ class CorkedHttpToolsProtocol(HttpToolsProtocol):
     _window = 0
     _read = 0  # the size of the read being parsed
     _stuck: tuple[object, float] | None = None  # (cycle, first seen unfinished), by sweep
+
+    def shutdown(self) -> None:
+        """A graceful shutdown waits for the answers in progress; an endless one (the
+        inspector's stream) is cut at once instead, which its reader takes for the
+        restart it is (it reconnects): else every open page would hold a stop for the
+        whole of uvicorn's graceful timeout."""
+        cycle = self.cycle
+        if cycle is not None and not cycle.response_complete and cycle.scope["path"] in ENDLESS:
+            self.transport.close()
+            return
+        super().shutdown()
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         corked: Any = CorkedTransport(transport, self.loop)

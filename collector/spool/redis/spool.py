@@ -33,8 +33,10 @@ from ..base import (
     SharedPause,
     Spool,
     SpoolStats,
+    StepStream,
 )
 from . import scripts
+from .steps import RedisSteps
 
 log = logging.getLogger("collector.spool")
 
@@ -184,6 +186,9 @@ class RedisSpool(Spool):
             raise SpoolError(f"redis spool unreachable: {exc}") from exc
         self._depth = (await self.stats()).depth
         log.info("spool: redis %s, persistence %s", self._redis_location(), self.durability)
+
+    def step_stream(self) -> StepStream:
+        return RedisSteps(self._redis, PREFIX)
 
     def _redis_location(self) -> str:
         kw = self._redis.connection_pool.connection_kwargs

@@ -1,0 +1,138 @@
+"""What the live inspector costs ingest: bench/ingest.py's `single` scenario (POST
+/v1/events, one event per request, wrk), with the inspector off, on without a watcher, and
+on with one watcher reading /inspect/stream, alternated in one run.
+
+    .venv/bin/python bench/inspect.py [--duration 10] [--connections 64] [--runs 3]
+
+Targets (#17): on without a watcher at most 2% slower than off, with one watcher at most
+10%. The watcher is curl reading the stream (masked, as a page opens it) into a
+file; its steps are counted after the run and compared with the events acknowledged (two
+steps each: received and normalized). Not part of the test suite.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+# Run as a script, this file's folder comes first on sys.path, where this file's name would
+# hide the standard library's `inspect` from everything imported below.
+ROOT = Path(__file__).resolve().parent.parent
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != ROOT / "bench"]
+sys.path.insert(0, str(ROOT))
+
+import argparse  # noqa: E402
+import contextlib  # noqa: E402
+import secrets  # noqa: E402
+import shutil  # noqa: E402
+import subprocess  # noqa: E402
+import tempfile  # noqa: E402
+import time  # noqa: E402
+from dataclasses import dataclass  # noqa: E402
+
+from bench import ingest  # noqa: E402
+
+INSPECT_KEY = "bench-inspect"
+VARIANTS = ("off", "on", "watched")
+
+
+@dataclass
+class Run:
+    variant: str
+    events_per_s: float
+    server_cpu_s: float
+    seconds: float
+    acked: int
+    steps_seen: int | None
+    problems: list[str]
+
+
+def measure(variant: str, args: argparse.Namespace, run_id: str) -> Run:
+    sc = ingest.Scenario("single", collector=True, batch=0)
+    with tempfile.TemporaryDirectory(prefix=f"bench-inspect-{variant}-") as tmp:
+        workdir = Path(tmp)
+        cmd, env = ingest.server_command(sc, workdir, args)
+        if variant != "off":
+            env["COLLECTOR_INSPECT_KEY"] = INSPECT_KEY
+        with ingest.server(cmd, env, workdir) as srv, contextlib.ExitStack() as st:
+            base = f"http://127.0.0.1:{srv.port}"
+            steps_file = workdir / "stream.txt"
+            if variant == "watched":
+                out = st.enter_context(steps_file.open("wb"))
+                watcher = subprocess.Popen(
+                    ["curl", "-sN", "-H", f"Authorization: Bearer {INSPECT_KEY}",
+                     f"{base}/inspect/stream"],
+                    stdout=out, stderr=subprocess.DEVNULL,
+                )  # fmt: skip
+                st.callback(watcher.wait)
+                st.callback(watcher.terminate)
+                time.sleep(0.3)  # connected before the load starts
+            url = f"{base}/v1/events"
+            warmup = ingest.run_wrk(url, ingest.WARMUP_S, sc, args, f"{run_id}w", check=True)
+            cpu0 = srv.cpu_seconds()
+            timed = ingest.run_wrk(url, args.duration, sc, args, f"{run_id}t", check=False)
+            cpu1 = srv.cpu_seconds()
+            time.sleep(0.5)  # the last flush reaches the watcher
+        problems = []
+        for phase, r in (("warm-up", warmup), ("timed", timed)):
+            if r.non2xx or any(r.socket_errors.values()):
+                problems.append(f"{phase}: {r.non2xx} non-2xx, socket errors {r.socket_errors}")
+        if warmup.check is None or warmup.check[1]:
+            problems.append(f"warm-up replies not as expected: {warmup.sample}")
+        acked = warmup.good + timed.good
+        seen = None
+        if variant == "watched":
+            seen = steps_file.read_bytes().count(b"\nevent: step\n")
+            if seen < 2 * acked:
+                problems.append(f"the watcher saw {seen} steps of {2 * acked} at least")
+        return Run(variant, timed.good_rps, cpu1 - cpu0, timed.seconds, acked, seen, problems)
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
+    p.add_argument("--duration", type=float, default=10)
+    p.add_argument("--connections", type=int, default=64)
+    p.add_argument("--runs", type=int, default=3)
+    args = p.parse_args()
+    # What bench/ingest.py's wrk and server helpers read.
+    args.threads, args.sync, args.no_message_id = 1, "full", False
+    for tool in ("wrk", "curl"):
+        if shutil.which(tool) is None:
+            print(f"{tool} is not installed (apt-get install -y {tool})", file=sys.stderr)
+            return 2
+    token = secrets.token_hex(3)
+    results: dict[str, list[Run]] = {v: [] for v in VARIANTS}
+    for i in range(1, args.runs + 1):
+        for variant in VARIANTS:  # alternated: drift hits each alike
+            r = measure(variant, args, f"{token}-{i}-{variant}")
+            results[variant].append(r)
+            seen = "" if r.steps_seen is None else f"  watcher saw {r.steps_seen:,} steps"
+            print(f"  run {i}  {variant:<8} {r.events_per_s:>9,.0f} events/s"
+                  f"  server CPU {100 * r.server_cpu_s / r.seconds:3.0f}%"
+                  f"  {1e6 * r.server_cpu_s / max(r.events_per_s * r.seconds, 1):6.1f} µs/event"
+                  f"{seen}")  # fmt: skip
+            for problem in r.problems:
+                print(f"           !! {problem}")
+            sys.stdout.flush()
+    med = {v: ingest.median([r.events_per_s for r in rs]) for v, rs in results.items()}
+    cpu = {
+        v: ingest.median([1e6 * r.server_cpu_s / max(r.events_per_s * r.seconds, 1) for r in rs])
+        for v, rs in results.items()
+    }
+    print(
+        f"\nMedians of {args.runs} run(s), {args.duration:g} s each, {args.connections} connections"
+    )
+    for v in VARIANTS:
+        print(f"  {v:<8} {med[v]:>9,.0f} events/s  {cpu[v]:6.1f} µs CPU/event")
+    for v, target in (("on", 2.0), ("watched", 10.0)):
+        slower = 100 * (1 - med[v] / med["off"])
+        verdict = "meets" if slower <= target else "ABOVE"
+        print(f"  {v} vs off: {slower:+.1f}% slower ({verdict} target <= {target:g}%)")
+    problems = sum(len(r.problems) for rs in results.values() for r in rs)
+    if problems:
+        print(f"!! {problems} problem(s) above")
+    return 1 if problems else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
