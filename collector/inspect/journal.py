@@ -73,6 +73,12 @@ def orders(data: Any) -> list[Any]:
     return list(data.get("orders") or []) if isinstance(data, dict) else []
 
 
+# How a request's body holds its events, by number in a record (a function there would
+# keep the record in the garbage collector's sight, see `Journal.ingest`).
+BATCH, ONE, ORDERS = 0, 1, 2
+SPLITS: tuple[Split, ...] = (batch_or_one, one, orders)
+
+
 class Raw:
     """JSON bytes shown as they are (a Yespo body), decoded only to be masked. Not a
     dataclass: orjson would write one as an object of its fields."""
@@ -241,17 +247,27 @@ class Journal:
         body: bytes,
         outs: Sequence[Normalized | Sequence[FieldError] | str],
         status: int,
-        split: Split = batch_or_one,
+        split: int = BATCH,
         prefix: str = "",
     ) -> None:
         """One request's events: the body as read and each event's outcome (`status`: what
-        the sender heard for a refused one; `prefix` names where the events sit in it,
-        e.g. `orders`, for the refused ones' field paths)."""
+        the sender heard for a refused one; `split`: how the body holds its events;
+        `prefix` names where they sit in it, e.g. `orders`, for the refused ones' paths).
+
+        An accepted event is kept as a tuple of its strings and bytes, not as its
+        `Normalized`: the buffer holds no objects of the pipeline, and the record no
+        function (`split` is a number), only data."""
         count = 2 * len(outs)
         first = self._n
         self._n = first + count
-        record = (time.time_ns() // 1_000_000, first, INGEST, count, source, body, outs)
-        self._new.append((*record, status, split, prefix))
+        kept = tuple(
+            (o.message_id, o.event_type, o.key, o.after, o.kind, o.body)
+            if type(o) is Normalized
+            else o
+            for o in outs
+        )
+        now = time.time_ns() // 1_000_000
+        self._new.append((now, first, INGEST, count, source, body, kept, status, split, prefix))
 
     def note(
         self,
@@ -267,6 +283,7 @@ class Journal:
         t = time.time_ns() // 1_000_000
         n = self._n
         self._n = n + 1
+        journey = journey or f"r-{n}"  # a call without a messageId is a journey of its own
         self._new.append((t, n, NOTE, 1, step, journey, source, event_type, key, after, detail))
 
     # -- reading --------------------------------------------------------------------------
@@ -305,7 +322,7 @@ class Journal:
             return [self._step(t, n, *record[4:])]
         _, _, _, _, source, body, outs, status, split, prefix = record
         try:
-            events = split(orjson.loads(body))
+            events = SPLITS[split](orjson.loads(body))
         except (orjson.JSONDecodeError, TypeError, AttributeError):
             events = []
         steps = []
@@ -317,13 +334,13 @@ class Journal:
             event_type: str | None
             key: str | None
             after: str | None
-            if type(out) is Normalized:
-                journey, event_type, key, after = out.message_id, out.event_type, out.key, out.after
-                if out.kind == "held":  # a browser visitor's, until it identifies
+            if type(out) is tuple:  # an accepted event's Normalized, as `ingest` keeps it
+                journey, event_type, key, after, kind, yespo = out
+                if kind == "held":  # a browser visitor's, until it identifies
                     second = ("held", {"visitor": key})
                 else:
-                    endpoint = "event" if out.kind == "event" else "orders"
-                    second = ("normalized", {"yespo": Raw(out.body), "endpoint": endpoint})
+                    endpoint = "event" if kind == "event" else "orders"
+                    second = ("normalized", {"yespo": Raw(yespo), "endpoint": endpoint})
             elif isinstance(out, str):  # an identify: not an event of its own
                 given = raw.get("messageId") if isinstance(raw, dict) else None
                 journey = given if isinstance(given, str) and given else f"r-{n}"

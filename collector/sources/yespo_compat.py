@@ -13,8 +13,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from ..errors import BadRequest, FieldError
-from ..inspect.journal import one
-from ..inspect.journal import orders as orders_of
+from ..inspect.journal import ONE, ORDERS
 from ..normalize import Normalized, normalize_order, normalize_yespo_event
 from ..normalize.orders import MAX_ORDERS_PER_REQUEST
 from ..normalize.values import is_json_int
@@ -42,7 +41,7 @@ class YespoCompat(Source):
         self._on_event.received += 1
         out = normalize_yespo_event(data, self.rules, self._new_id)
         if self.journal.on:
-            self.journal.ingest("yespo", body, [out], 400, one)
+            self.journal.ingest("yespo", body, [out], 400, ONE)
         if not isinstance(out, Normalized):
             self._on_event.rejected += 1
             message = "; ".join(f"{e.field}: {e.message}" for e in out)
@@ -85,7 +84,7 @@ class YespoCompat(Source):
             failed.append(item)
         self._on_orders.rejected += len(failed)
         if self.journal.on:
-            self.journal.ingest("yespo", body, outs, 200, orders_of, "orders")
+            self.journal.ingest("yespo", body, outs, 200, ORDERS, "orders")
         # The reply is made first: once the good orders are committed, nothing may fail.
         reply = json_response({"failedOrders": failed})
         await self._append(good, self._on_orders)

@@ -285,7 +285,7 @@ class Segment(Source):
         event_type = name if isinstance(name, str) else None
         self.journal.note(
             "received",
-            journey or "r-segment",
+            journey or "",
             "segment",
             event_type,
             None,
@@ -302,7 +302,7 @@ class Segment(Source):
                 errors = [{"field": r.reason, "message": r.detail}]
                 detail = {"errors": errors, "status": 200}  # Segment's protocol: success
                 self.journal.note(
-                    "refused", r.message_id or "r-segment", "segment", None, None, None, detail
+                    "refused", r.message_id or "", "segment", None, None, None, detail
                 )
         if outcome.refused:
             await self.spool.keep_rejected(outcome.refused, MAX_REJECTED_KEPT)
