@@ -55,6 +55,8 @@ def measure(variant: str, args: argparse.Namespace, run_id: str) -> Run:
         cmd, env = ingest.server_command(sc, workdir, args)
         if variant != "off":
             env["COLLECTOR_INSPECT_KEY"] = INSPECT_KEY
+            if args.buffer is not None:
+                env["COLLECTOR_INSPECT_BUFFER"] = str(args.buffer)
         with ingest.server(cmd, env, workdir) as srv, contextlib.ExitStack() as st:
             base = f"http://127.0.0.1:{srv.port}"
             steps_file = workdir / "stream.txt"
@@ -94,6 +96,7 @@ def main() -> int:
     p.add_argument("--duration", type=float, default=10)
     p.add_argument("--connections", type=int, default=64)
     p.add_argument("--runs", type=int, default=3)
+    p.add_argument("--buffer", type=int, help="COLLECTOR_INSPECT_BUFFER (default: its default)")
     p.add_argument("--variants", default=",".join(VARIANTS), help="a subset of off,on,watched")
     args = p.parse_args()
     variants = [v for v in VARIANTS if v in args.variants.split(",")]
