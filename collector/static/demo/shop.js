@@ -79,8 +79,10 @@ var shop = {
     }
     var watch = document.createElement("p");
     watch.innerHTML =
-      "Watch them arrive: every 10 s the collector's log says what it delivered; with " +
-      "the project's Yespo stand-in, open <code>/_standin/events</code> on it.";
+      "Watch them live in the collector's <a id='inspect-link' href='/inspect'>inspector</a> " +
+      "(with <code>COLLECTOR_INSPECT_KEY</code> set): each event as it arrives, what it " +
+      "became, held, released and delivered. With the project's Yespo stand-in, " +
+      "<code>/_standin/events</code> on it shows what Yespo got.";
     note.appendChild(status);
     note.appendChild(watch);
   },

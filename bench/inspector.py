@@ -2,7 +2,7 @@
 /v1/events, one event per request, wrk), with the inspector off, on without a watcher, and
 on with one watcher reading /inspect/stream, alternated in one run.
 
-    .venv/bin/python bench/inspect.py [--duration 10] [--connections 64] [--runs 3]
+    .venv/bin/python bench/inspector.py [--duration 10] [--connections 64] [--runs 3]
 
 Targets (#17): on without a watcher at most 2% slower than off, with one watcher at most
 10%. The watcher is curl reading the stream (masked, as a page opens it) into a
@@ -15,8 +15,9 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-# Run as a script, this file's folder comes first on sys.path, where this file's name would
-# hide the standard library's `inspect` from everything imported below.
+# Run as a script, from any directory: the checkout's `bench` package (for ingest.py) must
+# be importable. (Not named inspect.py: in bench/, first on sys.path for every script run
+# from there, it would hide the standard library's `inspect` from all of them.)
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != ROOT / "bench"]
 sys.path.insert(0, str(ROOT))
