@@ -239,3 +239,27 @@ async def test_carts_and_rejected_calls_are_shared(three: list[RedisSpool]) -> N
     await a.keep_rejected([Rejected("segment", "no_url", "why", "m1", b"{}", T0)], keep=10)
     assert await b.rejected_counts() == {"no_url": 1}
     assert await b.purge_rejected() == 1
+
+
+async def test_concurrent_appends_all_land_when_redis_lost_its_scripts(
+    three: list[RedisSpool], server: RedisServer
+) -> None:
+    # Appends go in groups, several on their way at once. Redis forgetting its scripts (a
+    # restart, SCRIPT FLUSH) between two groups must cost no caller its answer or entry.
+    spool = three[0]
+    admin = aioredis.Redis.from_url(server.url)
+    try:
+        await spool.append([Entry("warm", key="w")], T0)
+        await admin.script_flush()
+        batches = [[Entry(f"m{b}-{i}", key=f"k{i % 7}") for i in range(20)] for b in range(30)]
+        stored = await asyncio.gather(*(spool.append(batch, T0) for batch in batches))
+        assert all(all(flags) for flags in stored)
+        assert (await spool.stats()).depth == 1 + 20 * 30
+        # each key's entries in the order of their batch's own list
+        for k in range(7):
+            ids = [r.message_id for r in await spool.pending(1000) if r.key == f"k{k}"]
+            for b in range(30):
+                mine = [i for i in ids if i.startswith(f"m{b}-")]
+                assert mine == sorted(mine, key=lambda i: int(i.split("-")[1]))
+    finally:
+        await admin.aclose()

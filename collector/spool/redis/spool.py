@@ -48,6 +48,12 @@ PREFIX = "{yc}:"
 # write, well under a second) but not a collector that dies holding it: another takes
 # the visitor after this long at most.
 VISITOR_LOCK_TTL_MS = 10_000
+# Append groups on their way to Redis at once, each on its own connection: with
+# appendfsync always Redis answers a group only after its fsync, and with one group in
+# flight it waits idle for the next between them. Groups in flight together were all
+# sent before any was answered: no caller has been told of one before another began, so
+# their relative order promises nothing (a request's own entries stay in one script).
+GROUPS_IN_FLIGHT = 4
 # How long a waiter for a visitor's lock held by another collector sleeps between tries,
 # at first and at most: short, since a request holds it for milliseconds.
 _LOCK_POLL_S = (0.001, 0.02)
@@ -91,6 +97,15 @@ def _batch(entries: Sequence[EntryLike], received_at: int) -> list[Any]:
     return args
 
 
+def _settle(done: asyncio.Future[Any], result: Any) -> None:
+    if done.done():
+        return
+    if isinstance(result, BaseException):
+        done.set_exception(_error(result))
+    else:
+        done.set_result(result)
+
+
 class RedisSpool(Spool):
     def __init__(self, url: str, *, max_events: int, dedup_window_ms: int) -> None:
         self.url = url
@@ -104,7 +119,8 @@ class RedisSpool(Spool):
         self._delivering = False
         self.durability: str | None = "unknown"  # the server's appendfsync, read at `open`
         self._writes: list[tuple[Any, list[Any], asyncio.Future[Any]]] = []
-        self._writer: asyncio.Task[None] | None = None
+        self._groups = 0  # groups on their way to Redis
+        self._drains: set[asyncio.Task[None]] = set()
         s = self._redis.register_script
         self._append = s(scripts.APPEND)
         self._lease = s(scripts.LEASE)
@@ -144,34 +160,47 @@ class RedisSpool(Spool):
         round trip."""
         done: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._writes.append((script, args, done))
-        if self._writer is None or self._writer.done():
-            self._writer = asyncio.create_task(self._drain())
+        if self._groups < GROUPS_IN_FLIGHT:
+            self._groups += 1
+            task = asyncio.create_task(self._drain())
+            self._drains.add(task)
+            task.add_done_callback(self._drains.discard)
         return await done
 
     async def _drain(self) -> None:
-        while self._writes:
-            group, self._writes = self._writes, []
-            for _ in range(2):  # again once if Redis lost the scripts (a restart, FLUSH)
-                pipe = self._redis.pipeline(transaction=False)
-                for script, args, _ in group:
-                    pipe.execute_command("EVALSHA", script.sha, 1, PREFIX + "seq", *args)
-                try:
-                    results = await pipe.execute(raise_on_error=False)
-                except (RedisError, OSError) as exc:
-                    results = [exc] * len(group)
-                if not any(isinstance(r, NoScriptError) for r in results):
-                    break
-                await self._load_scripts()
-                group = [
-                    g for g, r in zip(group, results, strict=True) if isinstance(r, NoScriptError)
-                ]
-            for (_, _, done), result in zip(group, results, strict=True):
-                if done.done():
-                    continue
-                if isinstance(result, BaseException):
-                    done.set_exception(_error(result))
+        try:
+            while self._writes:
+                group, self._writes = self._writes, []
+                await self._send_group(group)
+        finally:
+            self._groups -= 1
+
+    async def _send_group(self, group: list[tuple[Any, list[Any], asyncio.Future[Any]]]) -> None:
+        """One pipeline of scripts; each caller gets its script's result or error. Sent
+        again once, for the scripts Redis no longer had (a restart, a FLUSH)."""
+        for attempt in range(2):
+            pipe = self._redis.pipeline(transaction=False)
+            for script, args, _ in group:
+                pipe.execute_command("EVALSHA", script.sha, 1, PREFIX + "seq", *args)
+            try:
+                results = await pipe.execute(raise_on_error=False)
+            except (RedisError, OSError) as exc:
+                results = [exc] * len(group)
+            again = []
+            for item, result in zip(group, results, strict=True):
+                if attempt == 0 and isinstance(result, NoScriptError):
+                    again.append(item)
                 else:
-                    done.set_result(result)
+                    _settle(item[2], result)
+            if not again:
+                return
+            try:
+                await self._load_scripts()
+            except (RedisError, OSError) as exc:
+                for _, _, done in again:
+                    _settle(done, exc)
+                return
+            group = again
 
     async def _load_scripts(self) -> None:
         for script in self._scripts:
