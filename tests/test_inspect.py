@@ -40,6 +40,7 @@ class Stream:
         self.hello: dict[str, Any] = {}
         self.steps: list[dict[str, Any]] = []
         self.ids: list[str] = []
+        self.skipped = 0  # steps the stream left out of its live sample, as it says
 
     async def _next(self) -> tuple[str, str | None, Any]:
         event, event_id, data = "message", None, None
@@ -70,6 +71,8 @@ class Stream:
                 event, event_id, data = await self._next()
                 if event == "hello":
                     self.hello = data
+                elif event == "skipped":
+                    self.skipped += data["skipped"]
                 elif event == "step":
                     assert event_id == data["id"]
                     self.steps.append(data)
@@ -354,3 +357,21 @@ async def test_segment_calls_are_received_normalized_or_refused_without_the_writ
         assert "wk-1" not in orjson.dumps(s.steps).decode()
         refused = next(x for x in s.steps if x["step"] == "refused")
         assert refused["journey"] == "sg-2" and refused["detail"]["errors"]
+
+
+async def test_a_firehose_is_sampled_by_whole_journeys_and_says_what_it_left_out(
+    tmp_path: Path,
+) -> None:
+    # Past LIVE_STEPS_PER_S a watcher gets whole journeys of a share of the events, and
+    # the count of the steps it was not sent: a page cannot show more, and rendering
+    # every step of a busy shop cost ingest 41%.
+    settings = make_settings(tmp_path, inspect_key=INSPECT_KEY, max_batch_events=1000)
+    async with running(settings) as c, stream(c) as s:
+        events = [page_view(n) for n in range(3000)]
+        for start in range(0, 3000, 1000):
+            assert (await c.post("/v1/events", {"batch": events[start : start + 1000]}))[0] == 200
+        await s.until(lambda seen: len(seen) + s.skipped >= 6000, within_s=30)
+        assert len(s.steps) + s.skipped == 6000
+        assert s.skipped > 0 and len(s.steps) < 6000
+        shown = {step["journey"] for step in s.steps}
+        assert all(sorted(s.of(j)) == ["normalized", "received"] for j in shown)

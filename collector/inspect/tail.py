@@ -123,6 +123,12 @@ class Tail:
                     self._show(data)
                     if event_id:
                         self.last_id = event_id
+                elif event == "skipped" and data:
+                    info = orjson.loads(data)
+                    self._say(
+                        f"{info['skipped']} steps left out: over {info['limit']} a second the"
+                        f" stream is a sample ({info['sample']}); filter to see them all"
+                    )
                 event, event_id, data = "message", None, b""
             elif line.startswith(b":"):
                 continue
