@@ -6,10 +6,30 @@ from __future__ import annotations
 import asyncio
 from contextlib import AsyncExitStack
 from pathlib import Path
+from typing import Any
 
-from .conftest import make_settings, running
+from .conftest import Running, make_settings, running
 from .redis_server import RedisServer
 from .test_inspect import INSPECT_KEY, has, page_view, stream
+
+
+async def two_collectors(
+    stack: AsyncExitStack, tmp_path: Path, redis_server: RedisServer, **overrides: Any
+) -> list[Running]:
+    """Collectors a and b on one Redis, the inspector on."""
+    return [
+        await stack.enter_async_context(
+            running(
+                make_settings(
+                    tmp_path / name,
+                    spool_url=redis_server.url,
+                    inspect_key=INSPECT_KEY,
+                    **overrides,
+                )
+            )
+        )
+        for name in ("a", "b")
+    ]
 
 
 async def test_a_step_recorded_on_one_collector_shows_on_the_others_stream(
@@ -17,16 +37,7 @@ async def test_a_step_recorded_on_one_collector_shows_on_the_others_stream(
 ) -> None:
     redis_server.flush()
     async with AsyncExitStack() as stack:
-        a, b = [
-            await stack.enter_async_context(
-                running(
-                    make_settings(
-                        tmp_path / name, spool_url=redis_server.url, inspect_key=INSPECT_KEY
-                    )
-                )
-            )
-            for name in ("a", "b")
-        ]
+        a, b = await two_collectors(stack, tmp_path, redis_server)
         b.app.state.journal.name = "collector-b"  # both run in this test's process
         assert (await b.post("/v1/events", page_view(1)))[0] == 200  # before A watches
         async with stream(a, "?mask=0") as s:
@@ -49,19 +60,7 @@ async def test_with_no_buffer_a_collector_records_while_another_has_watchers(
 ) -> None:
     redis_server.flush()
     async with AsyncExitStack() as stack:
-        a, b = [
-            await stack.enter_async_context(
-                running(
-                    make_settings(
-                        tmp_path / name,
-                        spool_url=redis_server.url,
-                        inspect_key=INSPECT_KEY,
-                        inspect_buffer=0,
-                    )
-                )
-            )
-            for name in ("a", "b")
-        ]
+        a, b = await two_collectors(stack, tmp_path, redis_server, inspect_buffer=0)
         assert not b.app.state.journal.on
         async with stream(a, "?journey=pv-5") as s:
             for _ in range(100):  # until B hears that A watches (its check is every second)
