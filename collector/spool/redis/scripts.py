@@ -81,15 +81,22 @@ local function enqueue_all(base, entries)
     redis.call('HSET', P..'e', unpack(fields))
     redis.call('ZADD', P..'all', unpack(scores))
   end
-  local kinds = {}
+  local heads = {}  -- kind -> {seq, key, ...}: keys that had nothing waiting
   for i, e in ipairs(entries) do
     local seq = tostring(base + i)
     if redis.call('RPUSH', P..'q:'..e[4], seq) == 1 then
-      redis.call('ZADD', P..'h:'..e[3], seq, e[4])
-      kinds[e[3]] = true
+      local h = heads[e[3]]
+      if not h then h = {}; heads[e[3]] = h end
+      h[#h + 1] = seq
+      h[#h + 1] = e[4]
     end
   end
-  for kind in pairs(kinds) do redis.call('SADD', P..'kinds', kind) end
+  for kind, h in pairs(heads) do
+    for from = 1, #h, 2 * CHUNK do
+      redis.call('ZADD', P..'h:'..kind, unpack(h, from, math.min(from + 2 * CHUNK - 1, #h)))
+    end
+    redis.call('SADD', P..'kinds', kind)
+  end
 end
 -- A batch of entries as Python sent it: ARGV[at] packs {{messageId, client, kind, key}...}
 -- and the arguments after it are each entry's fields (packed, receivedAt included) and
