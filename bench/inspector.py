@@ -1,11 +1,12 @@
 """What the live inspector costs ingest: bench/ingest.py's `single` scenario (POST
 /v1/events, one event per request, wrk), with the inspector off, on without a watcher, and
-on with one watcher reading /inspect/stream, alternated in one run.
+on with one watcher reading /inspect/stream, in a new order each round of one run.
 
     .venv/bin/python bench/inspector.py [--duration 10] [--connections 64] [--runs 3]
 
 Targets (#17): on without a watcher at most 2% slower than off, with one watcher at most
-10%. The watcher is curl reading the stream (masked, as a page opens it) into a
+10%: judged on the server's CPU per event (throughput swings with whatever else runs on
+the machine; at saturation the two say the same) and printed for both. The watcher is curl reading the stream (masked, as a page opens it) into a
 file; its steps are counted after the run and compared with the events acknowledged (two
 steps each: received and normalized). Not part of the test suite.
 """
@@ -24,6 +25,7 @@ sys.path.insert(0, str(ROOT))
 
 import argparse  # noqa: E402
 import contextlib  # noqa: E402
+import random  # noqa: E402
 import re  # noqa: E402
 import secrets  # noqa: E402
 import shutil  # noqa: E402
@@ -116,7 +118,9 @@ def main() -> int:
     token = secrets.token_hex(3)
     results: dict[str, list[Run]] = {v: [] for v in variants}
     for i in range(1, args.runs + 1):
-        for variant in variants:  # alternated: drift hits each alike
+        # Each round in a new order: drift, and whichever variant runs after which, hit
+        # each alike.
+        for variant in random.sample(variants, len(variants)):
             r = measure(variant, args, f"{token}-{i}-{variant}")
             results[variant].append(r)
             seen = "" if r.steps_seen is None else f"  watcher saw {r.steps_seen:,} steps"
@@ -140,9 +144,13 @@ def main() -> int:
     for v, target in (("on", 2.0), ("watched", 10.0)):
         if v not in med or "off" not in med:
             continue
+        costlier = 100 * (cpu[v] / cpu["off"] - 1)
         slower = 100 * (1 - med[v] / med["off"])
-        verdict = "meets" if slower <= target else "ABOVE"
-        print(f"  {v} vs off: {slower:+.1f}% slower ({verdict} target <= {target:g}%)")
+        verdict = "meets" if costlier <= target else "ABOVE"
+        print(
+            f"  {v} vs off: {costlier:+.1f}% CPU per event ({verdict} target <= {target:g}%),"
+            f" {slower:+.1f}% events/s slower"
+        )
     problems = sum(len(r.problems) for rs in results.values() for r in rs)
     if problems:
         print(f"!! {problems} problem(s) above")

@@ -135,6 +135,7 @@ def create_app(settings: Settings, spool: Spool | None = None) -> Starlette:
         settings.inspect_buffer,
         settings.inspect_age_s,
         shared=spool.step_stream(),
+        offered=lambda: sum(c.received_in_all for source in sources for c in source.counters),
     )
     delivery = Delivery(settings, spool, metrics, journal) if settings.forward else None
     notify = delivery.notify if delivery else None

@@ -13,8 +13,13 @@ from typing import Any
 
 import aiohttp
 import orjson
+import pytest
 
-from collector.inspect import Filter, Watcher
+from collector.inspect import Filter, Journal, Watcher
+from collector.inspect import journal as journal_module
+from collector.inspect.journal import FLUSH_S
+from collector.normalize import Normalized, normalize_event
+from collector.sources.base import rules_from
 from standin import Faults, RejectIf, StandIn
 
 from .conftest import YESPO_KEY, Running, delivering, make_settings, running
@@ -114,7 +119,7 @@ async def test_without_a_key_the_inspector_is_not_there_and_records_nothing(
         assert status == 404
         assert (await c.post("/v1/events", page_view(1)))[0] == 200
         journal = c.app.state.journal
-        assert not journal.on
+        assert not journal.live and not journal.on
         journal.flush()
         assert await journal.backlog(None, Filter(), Watcher(Filter())) == []
 
@@ -375,3 +380,95 @@ async def test_a_firehose_is_sampled_by_whole_journeys_and_says_what_it_left_out
         assert s.skipped > 0 and len(s.steps) < 6000
         shown = {step["journey"] for step in s.steps}
         assert all(sorted(s.of(j)) == ["normalized", "received"] for j in shown)
+
+
+async def test_past_its_share_a_busy_collector_records_only_what_a_watcher_names(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A watcher's share made small (20 steps a second, bursts of 40) so that 200 events
+    # are a firehose: the unfiltered watcher is told of every step left out, while the
+    # one filtering for a contact, and refused events, miss nothing.
+    monkeypatch.setattr(journal_module, "LIVE_STEPS_PER_S", 20)
+    async with (
+        running(make_settings(tmp_path, inspect_key=INSPECT_KEY, inspect_buffer=0)) as c,
+        stream(c) as everything,
+        stream(c, "?contact=wanted@example.com") as named,
+    ):
+        for start in range(0, 200, 10):  # over several windows of FLUSH_S
+            batch = [
+                page_view(n, "wanted@example.com" if n % 10 == 3 else None)
+                for n in range(start, start + 10)
+            ]
+            assert (await c.post("/v1/events", {"batch": batch}))[0] == 200
+            await asyncio.sleep(0.02)
+        bad = {"type": "pageViewed", "messageId": "bad-9", "contact": {"email": "nope"}}
+        assert (await c.post("/v1/events", bad))[0] == 400
+        await named.until(lambda seen: len(seen) == 40, within_s=10)
+        wanted = {f"pv-{n}" for n in range(3, 200, 10)}
+        assert {s["journey"] for s in named.steps} == wanted
+        assert all(sorted(named.of(j)) == ["normalized", "received"] for j in wanted)
+        await everything.until(has("bad-9", "received", "refused"))
+        await everything.until(lambda seen: len(seen) + everything.skipped >= 402)
+        await asyncio.sleep(2 * FLUSH_S)
+        await everything.until(lambda seen: True, within_s=1)
+        assert len(everything.steps) + everything.skipped == 402
+        assert everything.skipped > 0
+        shown = {step["journey"] for step in everything.steps}
+        whole = (["normalized", "received"], ["received", "refused"])
+        assert all(sorted(everything.of(j)) in whole for j in shown)
+
+
+async def test_without_a_watcher_past_its_share_sources_check_one_attribute(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A buffer of 20 steps: its share is a burst of 20 steps, then 20 a QUIET_SPAN_S. Past
+    # it `on` is False (a source checks that and records nothing) until the next window.
+    # The windows are the test's: the flush task waits an hour.
+    monkeypatch.setattr(journal_module, "FLUSH_S", 3600.0)
+    settings = make_settings(tmp_path, inspect_key=INSPECT_KEY, inspect_buffer=20)
+    async with running(settings) as c:
+        journal = c.app.state.journal
+
+        async def buffered() -> list[str]:
+            journal.flush()
+            steps = await journal.backlog(None, Filter(), Watcher(Filter()))
+            return [f"{x['journey']} {x['step']}" for x in steps]
+
+        events = [page_view(n) for n in range(101)]
+        assert (await c.post("/v1/events", {"batch": events[:10]}))[0] == 200
+        assert journal.live and not journal.on  # 20 steps: the share is used up
+        for event in events[10:100]:
+            assert (await c.post("/v1/events", event))[0] == 200
+        whole = [f"pv-{n} {step}" for n in range(10) for step in ("received", "normalized")]
+        assert await buffered() == whole
+        journal.resample()  # the next window: its share refilled
+        assert journal.on
+        assert (await c.post("/v1/events", events[100]))[0] == 200
+        # (At most 20 steps, a request's together: the batch's made room.)
+        assert await buffered() == ["pv-100 received", "pv-100 normalized"]
+
+
+def test_a_filter_passes_the_heads_of_an_event_as_it_passes_its_steps() -> None:
+    journal = Journal(True, buffer=100)
+    events = [page_view(1, "a@example.com"), page_view(2, "b@example.com")]
+    filters = [
+        Filter(), Filter(journey="pv-1"), Filter(contact="a@ex"), Filter(contact="zzz"),
+        Filter(types=frozenset({"pageViewed"})), Filter(types=frozenset({"orderCreated"})),
+        Filter(sources=frozenset({"events"})), Filter(sources=frozenset({"segment"})),
+        Filter(steps=frozenset({"normalized"})), Filter(steps=frozenset({"delivered"})),
+        Filter(order="o-1"),
+    ]  # fmt: skip
+    rules = rules_from(make_settings(Path("unused")))
+    outs = [normalize_event(e, rules, lambda: "id") for e in events]
+    assert all(type(o) is Normalized for o in outs)
+    journal.ingest("events", orjson.dumps({"batch": events}), outs, 200)
+    journal.flush()
+    steps = journal.expand(journal._ring[0])
+    for keep in filters:
+        for o in outs:
+            assert isinstance(o, Normalized)
+            passed = any(keep(s) for s in steps if s["journey"] == o.message_id)
+            heads = keep.heads(
+                o.message_id, "events", o.event_type, o.key, o.after, ("received", "normalized")
+            )
+            assert heads == passed, (keep, o.message_id)

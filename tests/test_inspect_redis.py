@@ -8,6 +8,11 @@ from contextlib import AsyncExitStack
 from pathlib import Path
 from typing import Any
 
+import pytest
+
+from collector.inspect import journal as journal_module
+from collector.inspect.journal import FLUSH_S
+
 from .conftest import Running, make_settings, running
 from .redis_server import RedisServer
 from .test_inspect import INSPECT_KEY, has, page_view, stream
@@ -61,12 +66,44 @@ async def test_with_no_buffer_a_collector_records_while_another_has_watchers(
     redis_server.flush()
     async with AsyncExitStack() as stack:
         a, b = await two_collectors(stack, tmp_path, redis_server, inspect_buffer=0)
-        assert not b.app.state.journal.on
+        b.app.state.journal.name = "collector-b"  # both run in this test's process
+        assert not b.app.state.journal.live
         async with stream(a, "?journey=pv-5") as s:
             for _ in range(100):  # until B hears that A watches (its check is every second)
-                if b.app.state.journal.on:
+                if b.app.state.journal.live:
                     break
                 await asyncio.sleep(0.1)
-            assert b.app.state.journal.on
+            assert b.app.state.journal.live
             assert (await b.post("/v1/events", page_view(5)))[0] == 200
             await s.until(has("pv-5", "received", "normalized"))
+
+
+async def test_a_filtered_page_gets_what_it_names_from_a_busy_collector_past_its_share(
+    tmp_path: Path, redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # B's share made small (20 steps a second): past it B records only what a watcher
+    # names, and the watcher filtering for one contact is on A, so B learns its filter
+    # through Redis.
+    monkeypatch.setattr(journal_module, "LIVE_STEPS_PER_S", 20)
+    redis_server.flush()
+    async with AsyncExitStack() as stack:
+        a, b = await two_collectors(stack, tmp_path, redis_server)
+        b.app.state.journal.name = "collector-b"  # both run in this test's process
+        async with stream(a, "?contact=wanted@example.com") as s:
+            for _ in range(50):  # until B hears what A's watcher wants (every second)
+                if b.app.state.journal._targets:
+                    break
+                await asyncio.sleep(0.1)
+            await asyncio.sleep(2 * FLUSH_S)  # and takes a watcher's share
+            for start in range(0, 200, 10):
+                batch = [
+                    page_view(n, "wanted@example.com" if n % 10 == 3 else None)
+                    for n in range(start, start + 10)
+                ]
+                assert (await b.post("/v1/events", {"batch": batch}))[0] == 200
+            await s.until(lambda seen: len(seen) == 40, within_s=10)
+            wanted = {f"pv-{n}" for n in range(3, 200, 10)}
+            assert {x["journey"] for x in s.steps} == wanted
+            assert {x["collector"] for x in s.steps} == {"collector-b"}
+        steps = await a.app.state.journal.shared.backlog(None, 0, 10_000)
+        assert len(steps) < 400  # B's share left most of the others out

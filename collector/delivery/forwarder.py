@@ -97,7 +97,7 @@ class Forwarder:
         journal: Journal = OFF,
     ) -> None:
         self.spool = spool
-        self.journal = journal  # the live inspector's; `journal.on` is checked per outcome
+        self.journal = journal  # the live inspector's; `journal.live` is checked per outcome
         self.sink = sink
         self.concurrency = concurrency
         self._min_lease = max(1, concurrency // 4)
@@ -348,7 +348,7 @@ class Forwarder:
         attempt = record.attempts + 1
         if outcome is Outcome.DELIVERED:
             self._done.ack.append(record.seq)
-            if journal.on:
+            if journal.live:
                 self._note(
                     "delivered", record, {"status": reply.status, "ms": ms, "attempt": attempt}
                 )
@@ -359,13 +359,13 @@ class Forwarder:
                 "Yespo rejected %s %s (HTTP %s): dead-lettered: %s",
                 record.event_type, record.message_id, reply.status, reply.body[:200],
             )  # fmt: skip
-            if journal.on:
+            if journal.live:
                 shown = {"reason": "rejected", "status": reply.status, "answer": reply.body}
                 self._note("dead", record, {**shown, "ms": ms, "attempt": attempt})
             return
         if outcome is Outcome.AUTH:  # the breaker paused delivery: it goes when the key works
             self._done.retry.append((record.seq, now))
-            if journal.on:
+            if journal.live:
                 why = f"Yespo refused the key (HTTP {reply.status}): delivery paused until it works"
                 self._note(
                     "retried",
@@ -376,14 +376,14 @@ class Forwarder:
         if self.retry.expired(record.received_at, now):
             detail = f"gave up after {record.attempts + 1} attempts; last: {reply.body}"
             self._done.dead.append((record.seq, "expired", reply.status, detail))
-            if journal.on:
+            if journal.live:
                 self._note(
                     "dead", record, {"reason": "expired", "status": reply.status, "answer": detail}
                 )
             return
         delay = self.retry.delay_ms(record.attempts + 1, reply.retry_after, self._rand())
         self._done.retry.append((record.seq, now + delay))
-        if journal.on:
+        if journal.live:
             why = (
                 reply.body[:500]
                 if reply.status is None
@@ -415,7 +415,7 @@ class Forwarder:
                     f" {r.attempts} attempts; Yespo was unreachable when it got that old"
                 )
                 self._done.dead.append((r.seq, "expired", None, detail))
-                if self.journal.on:
+                if self.journal.live:
                     self._note("dead", r, {"reason": "expired", "status": None, "answer": detail})
             else:
                 keep.append(r)

@@ -1,5 +1,5 @@
 """The live inspector's recording: the journal of events' journeys (see docs/inspector.md)."""
 
-from .journal import OFF, Filter, Journal, Watcher, render
+from .journal import LIVE_STEPS_PER_S, OFF, Filter, Journal, Watcher, render
 
-__all__ = ["OFF", "Filter", "Journal", "Watcher", "render"]
+__all__ = ["LIVE_STEPS_PER_S", "OFF", "Filter", "Journal", "Watcher", "render"]

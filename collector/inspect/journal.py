@@ -44,8 +44,9 @@ FLUSH_S = 0.1
 # Steps waiting for one watcher that reads slowly. Past it the watcher is dropped: its
 # client reconnects with Last-Event-ID and gets what it missed from the buffer.
 WATCHER_QUEUE = 20_000
-# Shared steps (several collectors on one Redis): a collector with watchers says so this
-# often, for this long; with COLLECTOR_INSPECT_BUFFER=0 the others record while it does.
+# Shared steps (several collectors on one Redis): a collector with watchers says so, and
+# what their filters name, this often, for this long. Meanwhile the others record (with
+# COLLECTOR_INSPECT_BUFFER=0 too), at a watcher's share, and what the filters name past it.
 WATCHED_EVERY_S = 1.0
 WATCHED_TTL_MS = 5_000
 # Steps kept on the shared stream when the buffer is 0 (only while someone watches): what
@@ -54,6 +55,22 @@ MIN_SHARED_STEPS = 10_000
 # One read of the shared stream waits this long for new steps, and takes at most so many.
 READ_BLOCK_MS = 1_000
 READ_COUNT = 5_000
+# Recording under load: at most this many steps a second, with bursts of a bucket's worth
+# (twice as many), and past that, in each FLUSH_S, the requests that come first: with a
+# watcher, what a page shows (the stream sends at most LIVE_STEPS_PER_S); without, the
+# buffer's COLLECTOR_INSPECT_BUFFER steps a QUIET_SPAN_S, so that it spans at least that.
+# When a window's share is used up, `on` turns False until the next: the sources then
+# check one attribute, as with the inspector off, and a busy collector is inspected for
+# next to nothing. The later steps of a journey recorded go in whatever the share, and so
+# do the events a watcher's filter names, refused events and dead letters.
+LIVE_STEPS_PER_S = 1000
+QUIET_SPAN_S = 60
+# Steps recorded whatever the share: the ones an operator looks for, rare when all is well.
+ALWAYS = frozenset({"refused", "dead", "replayed", "purged"})
+# Journeys recorded lately, whose later steps (delivered, retried, released) go in too.
+RECENT_JOURNEYS = 50_000
+RECEIVED_NORMALIZED = ("received", "normalized")
+RECEIVED_HELD = ("received", "held")
 
 Split = Callable[[Any], list[Any]]
 
@@ -155,6 +172,61 @@ class Filter:
             self.journey or self.contact or self.order or self.types or self.sources or self.steps
         )
 
+    def as_json(self) -> dict[str, Any]:
+        """What it names, for the other collectors on one Redis (see `from_json`)."""
+        named = {
+            "journey": self.journey, "contact": self.contact, "order": self.order,
+            "types": sorted(self.types), "sources": sorted(self.sources),
+            "steps": sorted(self.steps),
+        }  # fmt: skip
+        return {k: v for k, v in named.items() if v}
+
+    @classmethod
+    def from_json(cls, data: Any) -> Filter:
+        """A filter from `as_json`; anything unreadable in it is left out."""
+        if not isinstance(data, dict):
+            return cls()
+
+        def text(name: str) -> str | None:
+            value = data.get(name)
+            return value if isinstance(value, str) and value else None
+
+        def names(name: str) -> frozenset[str]:
+            value = data.get(name)
+            if not isinstance(value, list):
+                return frozenset()
+            return frozenset(v for v in value if isinstance(v, str))
+
+        return cls(
+            text("journey"), text("contact"), text("order"),
+            names("types"), names("sources"), names("steps"),
+        )  # fmt: skip
+
+    def heads(
+        self,
+        journey: str,
+        source: str,
+        event_type: str | None,
+        key: str | None,
+        after: str | None,
+        steps: Sequence[str],
+    ) -> bool:
+        """Whether steps named `steps` of this event can pass, from what recording knows
+        (a step's checks, before the step is made)."""
+        if self.journey and journey != self.journey:
+            return False
+        if self.contact or self.order:
+            key_value, order = _key_parts(key, after)
+            if self.contact and self.contact not in (key or "") + " " + (key_value or ""):
+                return False
+            if self.order and order != self.order:
+                return False
+        if self.types and event_type not in self.types:
+            return False
+        if self.sources and source not in self.sources:
+            return False
+        return not (self.steps and self.steps.isdisjoint(steps))
+
     def __call__(self, step: dict[str, Any]) -> bool:
         if self.journey and step["journey"] != self.journey:
             return False
@@ -197,6 +269,7 @@ class Watcher:
     waiting: int = 0  # steps in the queue
     dropped: bool = False  # it fell WATCHER_QUEUE steps behind and gets no more
     seen: tuple[int, int] = (-1, -1)  # shared steps: the last id it had from the backlog
+    skipped: int = 0  # steps not recorded (past the share) since it last heard of them
 
 
 # A record: (t_ms, first step number, kind, payload...). Kinds:
@@ -213,9 +286,17 @@ class Journal:
     read). Watchers get new steps every FLUSH_S from `run`'s task."""
 
     def __init__(
-        self, enabled: bool, buffer: int = 0, age_s: int = 900, shared: StepStream | None = None
+        self,
+        enabled: bool,
+        buffer: int = 0,
+        age_s: int = 900,
+        shared: StepStream | None = None,
+        offered: Callable[[], int] | None = None,
     ) -> None:
         self.enabled = enabled
+        # How many events the sources have been sent so far (their counters): what the
+        # share left out is told from it.
+        self._offered = offered or (lambda: 0)
         # Several collectors' steps in one place (a Redis spool); None: this process's own.
         self.shared = shared
         self._remote_watch = False  # another collector on the shared stream has watchers
@@ -232,12 +313,68 @@ class Journal:
         # starts at the start time in ms x 1000), so a client's Last-Event-ID from before
         # a restart does not hide the new process's steps.
         self._n = time.time_ns() // 1_000_000 * 1000
+        # The share (see LIVE_STEPS_PER_S): steps this window may record and has, events
+        # recorded at ingest, the bucket's steps left, the journeys recorded lately, and
+        # the watchers' filters that name what they want.
+        self._budget = float(buffer)
+        self._recorded = 0
+        self._ingested = 0
+        self._tokens = float(buffer)
+        self._sampled_at = time.monotonic()
+        self._offered_at = 0
+        self._recent: dict[str, None] = {}
+        self._targets: tuple[Filter, ...] = ()
+        self._remote_targets: tuple[Filter, ...] = ()  # other collectors' watchers'
+        self.skipped = 0  # steps left out since the last flush
+        # `live`: someone can read the steps (the buffer, a watcher), so steps are worth
+        # making (the forwarder's, an operator's replay); `on`: and this window's share is
+        # not used up, so sources record what they take in. Recording costs nothing more
+        # than checking `on` when it is False.
+        self.live = False
         self.on = False
         self._update()
 
     def _update(self) -> None:
-        # Recording costs nothing more than this check when nobody can read the steps.
-        self.on = self.enabled and (self.buffer > 0 or bool(self.watchers) or self._remote_watch)
+        self.live = self.enabled and (self.buffer > 0 or bool(self.watchers) or self._remote_watch)
+        mine = tuple(w.keep for w in self.watchers if not w.keep.everything)
+        self._targets = mine + self._remote_targets
+        self.on = self.live and (self._recorded < self._budget or bool(self._targets))
+
+    def resample(self, now: float | None = None) -> None:
+        """A new window: its share from the bucket (LIVE_STEPS_PER_S with a watcher, the
+        buffer a QUIET_SPAN_S without), and the steps the last one left out."""
+        now = time.monotonic() if now is None else now
+        dt = max(now - self._sampled_at, 1e-3)
+        self._sampled_at = now
+        if self.watchers or self._remote_watch:
+            rate, cap = float(LIVE_STEPS_PER_S), 2.0 * LIVE_STEPS_PER_S
+        else:
+            rate, cap = self.buffer / QUIET_SPAN_S, float(self.buffer)
+        self._tokens = max(-cap, min(cap, self._tokens + dt * rate) - self._recorded)
+        self._budget = max(self._tokens, rate * FLUSH_S, 2.0)
+        offered = self._offered()
+        events, self._offered_at = offered - self._offered_at, offered
+        self.skipped += max(0, 2 * events - self._ingested)
+        self._recorded = self._ingested = 0
+        if len(self._recent) > RECENT_JOURNEYS:
+            self._recent = dict.fromkeys(list(self._recent)[-RECENT_JOURNEYS // 2 :])
+        self._update()
+
+    def _wanted(
+        self,
+        step: str,
+        journey: str,
+        source: str,
+        event_type: str | None,
+        key: str | None,
+        after: str | None,
+    ) -> bool:
+        """Past the share: whether one step goes in all the same."""
+        if step in ALWAYS or journey in self._recent:
+            return True
+        return any(
+            keep.heads(journey, source, event_type, key, after, (step,)) for keep in self._targets
+        )
 
     # -- recording (the hot path) ---------------------------------------------------------
 
@@ -257,17 +394,54 @@ class Journal:
         An accepted event is kept as a tuple of its strings and bytes, not as its
         `Normalized`: the buffer holds no objects of the pipeline, and the record no
         function (`split` is a number), only data."""
-        count = 2 * len(outs)
+        if self._recorded < self._budget:
+            count = 2 * len(outs)
+            kept: tuple[Any, ...] = tuple(
+                (o.message_id, o.event_type, o.key, o.after, o.kind, o.body)
+                if type(o) is Normalized
+                else o
+                for o in outs
+            )
+            self._recent.update((k[0], None) for k in kept if type(k) is tuple)
+        else:
+            kept, count = self._past_share(source, outs)
+        self._recorded += count
+        self._ingested += count
+        if self._recorded >= self._budget and not self._targets:
+            self.on = False  # till the next window
+        if not count:
+            return
         first = self._n
         self._n = first + count
-        kept = tuple(
-            (o.message_id, o.event_type, o.key, o.after, o.kind, o.body)
-            if type(o) is Normalized
-            else o
-            for o in outs
-        )
         now = time.time_ns() // 1_000_000
         self._new.append((now, first, INGEST, count, source, body, kept, status, split, prefix))
+
+    def _past_share(
+        self, source: str, outs: Sequence[Normalized | Sequence[FieldError] | str]
+    ) -> tuple[tuple[Any, ...], int]:
+        """`ingest`'s events once the window's share is used up: the refused ones and those
+        a watcher's filter names. (What it keeps of each, None for one left out; the steps
+        they make.)"""
+        kept: list[Any] = []
+        count = 0
+        for o in outs:
+            if type(o) is Normalized:
+                steps = RECEIVED_HELD if o.kind == "held" else RECEIVED_NORMALIZED
+                if not any(
+                    keep.heads(o.message_id, source, o.event_type, o.key, o.after, steps)
+                    for keep in self._targets
+                ):
+                    kept.append(None)
+                    continue
+                kept.append((o.message_id, o.event_type, o.key, o.after, o.kind, o.body))
+                self._recent[o.message_id] = None
+            elif type(o) is str:  # an identify
+                kept.append(None)
+                continue
+            else:  # refused: always (see ALWAYS)
+                kept.append(o)
+            count += 2
+        return tuple(kept), count
 
     def note(
         self,
@@ -279,7 +453,16 @@ class Journal:
         after: str | None,
         detail: dict[str, Any],
     ) -> None:
-        """One step of one journey, its detail made already (a few per delivery request)."""
+        """One step of one journey, its detail made already (a few per delivery request);
+        past the window's share only if it is `_wanted`. Callers check `live` first."""
+        if self._recorded >= self._budget and not self._wanted(
+            step, journey, source, event_type, key, after
+        ):
+            self.skipped += 1
+            return
+        self._recorded += 1
+        if journey:
+            self._recent[journey] = None
         t = time.time_ns() // 1_000_000
         n = self._n
         self._n = n + 1
@@ -328,6 +511,8 @@ class Journal:
         steps = []
         small = len(body) <= MAX_SENT_BYTES
         for i, out in enumerate(outs):
+            if out is None:  # past the window's share
+                continue
             raw = events[i] if i < len(events) else None
             received: dict[str, Any] = {"body": sent(raw, small)}
             second: tuple[str, dict[str, Any]]
@@ -461,9 +646,22 @@ class Journal:
         watcher.waiting += len(steps)
         watcher.queue.put_nowait(steps)
 
+    def _tell_skipped(self) -> None:
+        """The steps left out since the last flush, to the watchers that want everything
+        (what a filter names is never left out)."""
+        skipped, self.skipped = self.skipped, 0
+        if not skipped:
+            return
+        for watcher in self.watchers:
+            if watcher.keep.everything:
+                watcher.skipped += skipped
+                if watcher.queue.empty():
+                    watcher.queue.put_nowait([])  # wakes its stream to say so
+
     def flush(self) -> None:
         """Hand the steps recorded since the last flush to the watchers and the buffer."""
         now = time.time_ns() // 1_000_000
+        self._tell_skipped()
         if self._new:
             records, self._new = self._new, []
             if self.watchers:
@@ -479,6 +677,7 @@ class Journal:
         one round trip (every collector's watchers read them from there)."""
         assert self.shared is not None
         records, self._new = self._new, []
+        self._tell_skipped()
         if not records:
             return
         steps = [_encode(step) for record in records for step in self.expand(record)]
@@ -488,10 +687,24 @@ class Journal:
     async def _say_watched(self) -> None:
         assert self.shared is not None
         if self.watchers:
-            await self.shared.watch(WATCHED_TTL_MS)
-        if not self.buffer:
-            self._remote_watch = await self.shared.watched()
-            self._update()
+            filters = orjson.dumps([w.keep.as_json() for w in self.watchers])
+            await self.shared.watch(WATCHED_TTL_MS, self.name, filters)
+        # Whether another collector's page watches, and for what: then this one records
+        # (with a buffer of 0), with a watcher's share, and what they name past it.
+        found = await self.shared.watched(self.name)
+        self._remote_watch = bool(found)
+        named = []
+        for payload in found:
+            try:
+                wanted = orjson.loads(payload)
+            except orjson.JSONDecodeError:
+                continue
+            for data in wanted if isinstance(wanted, list) else []:
+                keep = Filter.from_json(data)
+                if not keep.everything:
+                    named.append(keep)
+        self._remote_targets = tuple(named)
+        self._update()
 
     async def run(self) -> None:
         """Flush every FLUSH_S until cancelled."""
@@ -499,6 +712,7 @@ class Journal:
         while True:
             await asyncio.sleep(FLUSH_S)
             try:
+                self.resample()
                 if self.shared is None:
                     self.flush()
                     continue

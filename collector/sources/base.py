@@ -51,10 +51,11 @@ class Counters:
     the Prometheus counters when /metrics is read (`flush`): an `inc` takes a lock and
     costs about a microsecond, several per request."""
 
-    __slots__ = ("_children", "accepted", "duplicates", "received", "rejected")
+    __slots__ = ("_children", "_received_before", "accepted", "duplicates", "received", "rejected")
 
     def __init__(self, metrics: Metrics, endpoint: str) -> None:
         self.received = self.accepted = self.duplicates = self.rejected = 0
+        self._received_before = 0  # what `flush` has added to the Prometheus counter
         self._children = (
             metrics.received.labels(endpoint),
             metrics.accepted.labels(endpoint),
@@ -62,7 +63,13 @@ class Counters:
             metrics.rejected.labels(endpoint),
         )
 
+    @property
+    def received_in_all(self) -> int:
+        """Events received since the start (the inspector tells what it left out by it)."""
+        return self._received_before + self.received
+
     def flush(self) -> None:
+        self._received_before += self.received
         counts = (self.received, self.accepted, self.duplicates, self.rejected)
         self.received = self.accepted = self.duplicates = self.rejected = 0
         for child, count in zip(self._children, counts, strict=True):

@@ -139,7 +139,7 @@ class EventsApi(Source):
             item["errors"] = field_errors(out)
             rejected.append(item)
         self._on_events.rejected += len(rejected)
-        if self.journal.on:
+        if self.journal.on or (rejected and self.journal.live):  # refused: always
             self.journal.ingest("events", body, outs, 200 if accepted else 400)
         # Free the parsed events now, while they are in the CPU's cache, instead of after
         # the commit: the next request's parse then reuses the same memory. Batches of 100

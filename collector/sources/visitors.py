@@ -218,7 +218,7 @@ class Holding:
         if entries:
             self.metrics.anonymous_released.inc(len(entries))
             self.appended()
-            if self.journal.on:
+            if self.journal.live:  # a journey recorded when held goes on
                 self._note_released(keys[0], contact, entries)
         if invalid:
             self.metrics.anonymous_expired.labels("invalid").inc(invalid)

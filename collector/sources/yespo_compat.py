@@ -40,7 +40,7 @@ class YespoCompat(Source):
         data = parse_json(body)
         self._on_event.received += 1
         out = normalize_yespo_event(data, self.rules, self._new_id)
-        if self.journal.on:
+        if self.journal.on or (type(out) is not Normalized and self.journal.live):
             self.journal.ingest("yespo", body, [out], 400, ONE)
         if not isinstance(out, Normalized):
             self._on_event.rejected += 1
@@ -83,7 +83,7 @@ class YespoCompat(Source):
             item["errors"] = field_errors(out, prefix)
             failed.append(item)
         self._on_orders.rejected += len(failed)
-        if self.journal.on:
+        if self.journal.on or (failed and self.journal.live):
             self.journal.ingest("yespo", body, outs, 200, ORDERS, "orders")
         # The reply is made first: once the good orders are committed, nothing may fail.
         reply = json_response({"failedOrders": failed})

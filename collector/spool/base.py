@@ -436,9 +436,11 @@ class StepStream(abc.ABC):
         """Up to `count` steps after `after`, waiting up to `block_ms` for the first."""
 
     @abc.abstractmethod
-    async def watch(self, ttl_ms: int) -> None:
-        """Say for `ttl_ms` that someone watches here: the others record meanwhile."""
+    async def watch(self, ttl_ms: int, name: str, filters: bytes) -> None:
+        """Say for `ttl_ms` that collector `name` has watchers, wanting `filters` (JSON):
+        the others record meanwhile, and keep what those name past their share."""
 
     @abc.abstractmethod
-    async def watched(self) -> bool:
-        """Whether a collector said it has watchers, within its `ttl_ms`."""
+    async def watched(self, name: str) -> list[bytes]:
+        """The filters of the other collectors that said they have watchers, within their
+        `ttl_ms` (none: nobody else watches)."""

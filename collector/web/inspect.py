@@ -25,7 +25,8 @@ from starlette.responses import RedirectResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from ..config import Settings
-from ..inspect import Filter, Journal, render
+from ..inspect import LIVE_STEPS_PER_S, Filter, Journal, render
+from ..inspect.journal import FLUSH_S
 from ..inspect.mask import mask_json, mask_key, mask_text
 from ..spool import DeadLetter, Spool
 from .http import json_response
@@ -34,13 +35,12 @@ COOKIE = "yc_inspect"
 _LABEL = b"yc-inspect-session-v1"
 # A comment line this often keeps proxies and browsers from closing a quiet stream.
 PING_S = 15.0
-# Steps a watcher is sent live, a second at the most (a bucket of as many). A page cannot
-# show more, and each costs the collector a render (masking every string of two bodies):
-# an unfiltered page on a shop taking 15,000 events a second cost ingest 41%. Past it the
-# stream carries a sample of whole journeys (those whose id hashes into the sampled
-# share, so a journey shown keeps its later steps) and says how many steps it left out;
-# a filter (contact, order, type, step) narrows the stream to what fits.
-LIVE_STEPS_PER_S = 1000
+# Steps a watcher is sent live, a second at the most (a bucket of as many; the journal
+# records about as many while anyone watches, see collector/inspect/journal.py): a page
+# cannot show more, and each costs the collector a render (masking every string of two
+# bodies). Past it the stream carries a sample of whole journeys (those whose id hashes
+# into the sampled share, so a journey shown keeps its later steps) and says how many
+# steps it left out; a filter (contact, order, type, step) narrows the stream to what fits.
 # Login and action bodies are a key or a list of seqs: a few KB is plenty.
 MAX_ACTION_BYTES = 64 * 1024
 # Dead letters listed at once, at most.
@@ -176,11 +176,13 @@ class Inspector:
                 while not watcher.queue.empty():  # what came together goes together
                     steps += watcher.queue.get_nowait()
                 watcher.waiting -= len(steps)
-                if steps:
-                    shown, left_out = sampler.take(steps)
-                    out = [_event(step, mask) for step in shown]
-                    if left_out:
-                        out.append(_skipped(left_out, sampler.share))
+                # Left out: past the journal's share (never recorded) and by this stream's.
+                not_recorded, watcher.skipped = watcher.skipped, 0
+                shown, left_out = sampler.take(steps) if steps else ([], 0)
+                out = [_event(step, mask) for step in shown]
+                if left_out or not_recorded:
+                    out.append(_skipped(left_out, not_recorded, sampler.share))
+                if out:
                     yield b"".join(out)
                 if watcher.dropped and watcher.queue.empty():
                     return  # the client reconnects and reads what it missed
@@ -236,7 +238,7 @@ class Inspector:
                 self.notify()
         else:
             count = await self.spool.purge(seqs, reason)
-        if self.journal.on:
+        if self.journal.live:
             for d in letters:
                 r = d.record
                 detail = {"seq": r.seq, "reason": d.reason}
@@ -277,8 +279,19 @@ class Sampler:
         return shown, len(steps) - len(shown)
 
 
-def _skipped(count: int, share: int) -> bytes:
-    data = {"skipped": count, "sample": f"1 journey in {share}", "limit": LIVE_STEPS_PER_S}
+def _skipped(left_out: int, not_recorded: int, share: int) -> bytes:
+    data = {
+        "skipped": left_out + not_recorded,
+        # Past the journal's share a window records the requests that come first; past
+        # the stream's, it sends whole journeys by a hash of their id.
+        "sample": (
+            f"the first steps of every {FLUSH_S * 1000:.0f} ms"
+            if not_recorded
+            else f"1 journey in {share}"
+        ),
+        "unrecorded": not_recorded,
+        "limit": LIVE_STEPS_PER_S,
+    }
     return b"event: skipped\ndata: %s\n\n" % orjson.dumps(data)
 
 

@@ -297,7 +297,7 @@ class Segment(Source):
         """Keep and count what the request's calls became."""
         outcome = people.outcome
         duplicates = people.writes.duplicates
-        if outcome.refused and self.journal.on:
+        if outcome.refused and self.journal.live:
             for r in outcome.refused:
                 errors = [{"field": r.reason, "message": r.detail}]
                 detail = {"errors": errors, "status": 200}  # Segment's protocol: success

@@ -4,6 +4,7 @@ collector shows the journeys of all (docs/inspector.md)."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -24,7 +25,8 @@ class RedisSteps(StepStream):
     def __init__(self, redis: aioredis.Redis, prefix: str) -> None:
         self._redis = redis
         self._key = prefix + "journal"
-        self._watched = prefix + "journal:watched"
+        # Collectors with watchers: name -> "<until ms> <their filters' JSON>".
+        self._watchers = prefix + "journal:watchers"
 
     async def publish(self, steps: Sequence[bytes], max_steps: int, since_ms: int) -> None:
         try:
@@ -65,8 +67,29 @@ class RedisSteps(StepStream):
             raise SpoolError(f"redis: cannot read the inspector's steps: {exc}") from exc
         return self._entries(found[0][1]) if found else []
 
-    async def watch(self, ttl_ms: int) -> None:
-        await self._redis.set(self._watched, b"1", px=ttl_ms)
+    async def watch(self, ttl_ms: int, name: str, filters: bytes) -> None:
+        until = int(time.time() * 1000) + ttl_ms
+        try:
+            pipe = self._redis.pipeline(transaction=False)
+            pipe.hset(self._watchers, name, b"%d %s" % (until, filters))
+            pipe.pexpire(self._watchers, ttl_ms)
+            await pipe.execute()
+        except (RedisError, OSError) as exc:
+            raise SpoolError(f"redis: cannot say that the inspector watches: {exc}") from exc
 
-    async def watched(self) -> bool:
-        return bool(await self._redis.exists(self._watched))
+    async def watched(self, name: str) -> list[bytes]:
+        try:
+            found: Any = await self._redis.hgetall(self._watchers)
+            now = int(time.time() * 1000)
+            filters, gone = [], []
+            for who, value in found.items():
+                until, _, wanted = value.partition(b" ")
+                if int(until) < now:
+                    gone.append(who)  # a collector that stopped without saying so
+                elif _text(who) != name:
+                    filters.append(wanted)
+            if gone:
+                await self._redis.hdel(self._watchers, *gone)
+        except (RedisError, OSError) as exc:
+            raise SpoolError(f"redis: cannot read who watches: {exc}") from exc
+        return filters
