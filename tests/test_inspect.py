@@ -472,3 +472,22 @@ def test_a_filter_passes_the_heads_of_an_event_as_it_passes_its_steps() -> None:
                 o.message_id, "events", o.event_type, o.key, o.after, ("received", "normalized")
             )
             assert heads == passed, (keep, o.message_id)
+
+
+async def test_a_page_opened_later_gets_from_the_buffer_the_steps_a_watcher_saw_live(
+    tmp_path: Path,
+) -> None:
+    # The buffer keeps its records packed into bytes: what it gives back is what they were.
+    async with running(make_settings(tmp_path, inspect_key=INSPECT_KEY)) as c:
+        async with stream(c, "?mask=0") as live:
+            bad = {"type": "pageViewed", "messageId": "bad-2", "contact": {"email": "nope"},
+                   "properties": {"note": "ünïcödé ✓"}}  # fmt: skip
+            batch = [page_view(1), bad, {**page_view(2), "properties": {"big": "x" * 5000}}]
+            assert (await c.post("/v1/events", {"batch": batch}))[0] == 200
+            assert (await c.post("/v1/events", page_view(3)))[0] == 200
+            await live.until(lambda seen: len(seen) == 8)
+        async with stream(c, "?mask=0") as later:
+            await later.until(lambda seen: len(seen) == 8)
+        assert later.steps == live.steps
+        assert later.of("bad-2") == ["received", "refused"]
+        assert later.steps[2]["detail"]["body"] == bad
