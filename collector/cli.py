@@ -166,6 +166,8 @@ def run_loop(main: Coroutine[Any, Any, T]) -> T:
 
 async def _forward(settings: Settings) -> None:
     from .delivery import Delivery
+    from .inspect import Journal
+    from .inspect.journal import running as recording
     from .metrics import Metrics
     from .spool import open_spool
 
@@ -173,7 +175,14 @@ async def _forward(settings: Settings) -> None:
     await spool.open()
     log = logging.getLogger("collector")
     log.info("collector %s forward: spool %s", __version__, settings.spool_url)
-    delivery = Delivery(settings, spool, Metrics())
+    # With the inspector on and a spool whose steps every collector shares (Redis), the
+    # deliveries' steps go there, to the pages of the collectors that take events in.
+    # Another spool keeps steps in the process: nobody could read this one's.
+    shared = spool.step_stream() if settings.inspect_key is not None else None
+    journal = Journal(
+        shared is not None, settings.inspect_buffer, settings.inspect_age_s, shared=shared
+    )
+    delivery = Delivery(settings, spool, Metrics(), journal)
     try:
         await delivery.start()
     except BaseException:
@@ -183,9 +192,12 @@ async def _forward(settings: Settings) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    await stop.wait()
-    log.info("stopping: finishing in-flight sends (at most %gs)", settings.shutdown_timeout_s)
-    await delivery.stop()
+    async with recording(journal):
+        await stop.wait()
+        log.info("stopping: finishing in-flight sends (at most %gs)", settings.shutdown_timeout_s)
+        await delivery.stop()
+        if shared is not None:
+            await journal.publish()  # the last steps
     await spool.close()
 
 

@@ -4,6 +4,9 @@ of each, through the spool's shared stream, not by asking each collector."""
 from __future__ import annotations
 
 import asyncio
+import os
+import subprocess
+import sys
 from contextlib import AsyncExitStack
 from pathlib import Path
 from typing import Any
@@ -12,8 +15,9 @@ import pytest
 
 from collector.inspect import journal as journal_module
 from collector.inspect.journal import FLUSH_S
+from standin import StandIn
 
-from .conftest import Running, make_settings, running
+from .conftest import ROOT, YESPO_KEY, Running, make_settings, running
 from .redis_server import RedisServer
 from .test_inspect import INSPECT_KEY, has, page_view, stream
 
@@ -107,3 +111,37 @@ async def test_a_filtered_page_gets_what_it_names_from_a_busy_collector_past_its
             assert {x["collector"] for x in s.steps} == {"collector-b"}
         steps = await a.app.state.journal.shared.backlog(None, 0, 10_000)
         assert len(steps) < 400  # B's share left most of the others out
+
+
+async def test_collector_forward_on_its_own_sends_its_deliveries_steps_to_the_page(
+    tmp_path: Path, redis_server: RedisServer
+) -> None:
+    # `collector serve --no-forward` takes events in and shows the page; `collector
+    # forward` delivers them: its `delivered` steps reach the page through Redis.
+    redis_server.flush()
+    async with StandIn(api_key=YESPO_KEY) as standin, AsyncExitStack() as stack:
+        settings = make_settings(tmp_path, spool_url=redis_server.url, inspect_key=INSPECT_KEY)
+        a = await stack.enter_async_context(running(settings))
+        env = {
+            **os.environ,
+            "COLLECTOR_SPOOL_URL": redis_server.url,
+            "COLLECTOR_INSPECT_KEY": INSPECT_KEY,
+            "YESPO_API_URL": standin.url,
+            "YESPO_API_KEY": YESPO_KEY,
+            "YESPO_MAX_RPS": "0",
+        }
+        log = (tmp_path / "forward.log").open("wb")
+        stack.callback(log.close)
+        forward = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "collector", "forward",
+            env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+        stack.push_async_callback(asyncio.wait_for, forward.wait(), 10)
+        stack.callback(forward.terminate)
+        async with stream(a) as s:
+            assert (await a.post("/v1/events", page_view(7)))[0] == 200
+            await s.until(has("pv-7", "received", "normalized", "delivered"), within_s=20)
+            [delivered] = [x for x in s.steps if x["step"] == "delivered"]
+            assert delivered["collector"].endswith(f":{forward.pid}")
+            assert delivered["detail"]["status"] == 200
+        assert [e.body["keyValue"] for e in standin.events] == ["visitor7@example.com"]
