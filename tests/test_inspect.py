@@ -6,6 +6,7 @@ reconnect, and dead letters replayed through the API."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -491,3 +492,31 @@ async def test_a_page_opened_later_gets_from_the_buffer_the_steps_a_watcher_saw_
         assert later.steps == live.steps
         assert later.of("bad-2") == ["received", "refused"]
         assert later.steps[2]["detail"]["body"] == bad
+
+
+async def test_past_its_share_a_recorded_journey_keeps_its_delivery_and_no_other_gets_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(journal_module, "LIVE_STEPS_PER_S", 20)
+    async with StandIn(api_key=YESPO_KEY) as standin:
+        settings = delivering(tmp_path, standin.url, inspect_key=INSPECT_KEY, inspect_buffer=0)
+        async with running(settings) as c, stream(c) as s:
+            for start in range(0, 100, 10):
+                batch = [page_view(n) for n in range(start, start + 10)]
+                assert (await c.post("/v1/events", {"batch": batch}))[0] == 200
+            for _ in range(100):
+                if len(standin.events) == 100:
+                    break
+                await asyncio.sleep(0.1)
+            assert len(standin.events) == 100
+
+            def journeys(step: str) -> set[str]:
+                return {x["journey"] for x in s.steps if x["step"] == step}
+
+            await s.until(lambda _: bool(journeys("received")) and s.skipped >= 100)
+            await s.until(lambda _: journeys("received") <= journeys("delivered"))
+            await asyncio.sleep(3 * FLUSH_S)  # a delivered step of any other would be here
+            with contextlib.suppress(TimeoutError):
+                await s.until(lambda _: False, within_s=0.5)
+        assert 0 < len(journeys("received")) < 100
+        assert journeys("delivered") == journeys("received")

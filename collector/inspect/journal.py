@@ -68,8 +68,10 @@ LIVE_STEPS_PER_S = 1000
 QUIET_SPAN_S = 60
 # Steps recorded whatever the share: the ones an operator looks for, rare when all is well.
 ALWAYS = frozenset({"refused", "dead", "replayed", "purged"})
-# Journeys recorded lately, whose later steps (delivered, retried, released) go in too.
+# Journeys recorded lately, whose later steps (delivered, retried, released) go in too;
+# while the share leaves events out, only theirs (no journey shows a delivery alone).
 RECENT_JOURNEYS = 50_000
+LATER = frozenset({"delivered", "retried", "released"})
 RECEIVED_NORMALIZED = ("received", "normalized")
 RECEIVED_HELD = ("received", "held")
 
@@ -327,6 +329,7 @@ class Journal:
         self._budget = float(buffer)
         self._recorded = 0
         self._ingested = 0
+        self._saturated = False
         self._tokens = float(buffer)
         self._sampled_at = time.monotonic()
         self._offered_at = 0
@@ -358,6 +361,7 @@ class Journal:
             rate, cap = float(LIVE_STEPS_PER_S), 2.0 * LIVE_STEPS_PER_S
         else:
             rate, cap = self.buffer / QUIET_SPAN_S, float(self.buffer)
+        self._saturated = self._recorded >= self._budget  # the last window left some out
         self._tokens = max(-cap, min(cap, self._tokens + dt * rate) - self._recorded)
         self._budget = max(self._tokens, rate * FLUSH_S, 2.0)
         offered = self._offered()
@@ -367,22 +371,6 @@ class Journal:
         if len(self._recent) > RECENT_JOURNEYS:
             self._recent = dict.fromkeys(list(self._recent)[-RECENT_JOURNEYS // 2 :])
         self._update()
-
-    def _wanted(
-        self,
-        step: str,
-        journey: str,
-        source: str,
-        event_type: str | None,
-        key: str | None,
-        after: str | None,
-    ) -> bool:
-        """Past the share: whether one step goes in all the same."""
-        if step in ALWAYS or journey in self._recent:
-            return True
-        return any(
-            keep.heads(journey, source, event_type, key, after, (step,)) for keep in self._targets
-        )
 
     # -- recording (the hot path) ---------------------------------------------------------
 
@@ -462,9 +450,17 @@ class Journal:
         detail: dict[str, Any],
     ) -> None:
         """One step of one journey, its detail made already (a few per delivery request);
-        past the window's share only if it is `_wanted`. Callers check `live` first."""
-        if self._recorded >= self._budget and not self._wanted(
-            step, journey, source, event_type, key, after
+        past the window's share (a LATER step: while the share leaves events out) only if it
+        is one ALWAYS kept, of a journey recorded lately, or one a watcher's filter names.
+        Callers check `live` first."""
+        if (
+            (self._recorded >= self._budget or (self._saturated and step in LATER))
+            and step not in ALWAYS
+            and journey not in self._recent
+            and not any(
+                keep.heads(journey, source, event_type, key, after, (step,))
+                for keep in self._targets
+            )
         ):
             self.skipped += 1
             return
@@ -633,7 +629,10 @@ class Journal:
     def watch(self, keep: Filter) -> Watcher:
         watcher = Watcher(keep)
         self.watchers.add(watcher)
-        self._update()
+        if len(self.watchers) == 1:
+            self.resample()  # a new window with a watcher's share, from now
+        else:
+            self._update()
         return watcher
 
     def unwatch(self, watcher: Watcher) -> None:
