@@ -216,34 +216,36 @@ class Filter:
     ) -> bool:
         """Whether steps named `steps` of this event can pass, from what recording knows
         (a step's checks, before the step is made)."""
+        key_value, order = _key_parts(key, after) if self.contact or self.order else (None, None)
+        return self._passes(journey, source, event_type, key, key_value, order, steps)
+
+    def __call__(self, step: dict[str, Any]) -> bool:
+        return self._passes(
+            step["journey"], step["source"], step["type"], step["key"], step["keyValue"],
+            step["order"], (step["step"],),
+        )  # fmt: skip
+
+    def _passes(
+        self,
+        journey: str,
+        source: str,
+        event_type: str | None,
+        key: str | None,
+        key_value: str | None,
+        order: str | None,
+        steps: Sequence[str],
+    ) -> bool:
         if self.journey and journey != self.journey:
             return False
-        if self.contact or self.order:
-            key_value, order = _key_parts(key, after)
-            if self.contact and self.contact not in (key or "") + " " + (key_value or ""):
-                return False
-            if self.order and order != self.order:
-                return False
+        if self.contact and self.contact not in (key or "") + " " + (key_value or ""):
+            return False
+        if self.order and order != self.order:
+            return False
         if self.types and event_type not in self.types:
             return False
         if self.sources and source not in self.sources:
             return False
         return not (self.steps and self.steps.isdisjoint(steps))
-
-    def __call__(self, step: dict[str, Any]) -> bool:
-        if self.journey and step["journey"] != self.journey:
-            return False
-        if self.contact:
-            where = (step["key"] or "") + " " + (step["keyValue"] or "")
-            if self.contact not in where:
-                return False
-        if self.order and step["order"] != self.order:
-            return False
-        if self.types and step["type"] not in self.types:
-            return False
-        if self.sources and step["source"] not in self.sources:
-            return False
-        return not (self.steps and step["step"] not in self.steps)
 
 
 def _fragment(value: object) -> orjson.Fragment:
